@@ -1,0 +1,169 @@
+//! `ApiError`: every failure the API returns, rendered as a Kubernetes `Status` object.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::validation::FieldError;
+
+/// An API failure. Each variant maps to one upstream `StatusReason` and HTTP code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{kind} \"{name}\" not found")]
+    NotFound { group: String, kind: String, name: String },
+    /// A path or resource the server does not serve.
+    #[error("the server could not find the requested resource")]
+    NoRoute,
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{kind} \"{name}\" already exists")]
+    AlreadyExists { group: String, kind: String, name: String },
+    /// Optimistic-lock or precondition failure.
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {message}")]
+    Conflict { group: String, resource: String, name: String, message: String },
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Expired(String),
+    #[error("{0}")]
+    RequestEntityTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{kind} \"{name}\" is invalid: {}", join_causes(causes))]
+    Invalid { group: String, kind: String, name: String, causes: Vec<FieldError> },
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// Upstream's optimistic-lock message.
+pub const OPTIMISTIC_LOCK_MSG: &str = "the object has been modified; please apply your changes to the latest version and try again";
+
+fn join_causes(causes: &[FieldError]) -> String {
+    match causes {
+        [one] => one.to_string(),
+        many => format!("[{}]", many.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        ApiError::BadRequest(msg.into())
+    }
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        ApiError::Internal(msg.to_string())
+    }
+
+    pub fn code(&self) -> u16 {
+        use ApiError::*;
+        match self {
+            BadRequest(_) => 400,
+            Unauthorized => 401,
+            Forbidden(_) => 403,
+            NotFound { .. } | NoRoute => 404,
+            MethodNotAllowed(_) => 405,
+            NotAcceptable(_) => 406,
+            AlreadyExists { .. } | Conflict { .. } => 409,
+            Gone(_) | Expired(_) => 410,
+            RequestEntityTooLarge(_) => 413,
+            UnsupportedMediaType(_) => 415,
+            Invalid { .. } => 422,
+            Internal(_) => 500,
+            Timeout(_) => 504,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            BadRequest(_) => "BadRequest",
+            Unauthorized => "Unauthorized",
+            Forbidden(_) => "Forbidden",
+            NotFound { .. } | NoRoute => "NotFound",
+            MethodNotAllowed(_) => "MethodNotAllowed",
+            NotAcceptable(_) => "NotAcceptable",
+            AlreadyExists { .. } => "AlreadyExists",
+            Conflict { .. } => "Conflict",
+            Gone(_) => "Gone",
+            Expired(_) => "Expired",
+            RequestEntityTooLarge(_) => "RequestEntityTooLarge",
+            UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Invalid { .. } => "Invalid",
+            Internal(_) => "InternalError",
+            Timeout(_) => "Timeout",
+        }
+    }
+
+    /// The `Status` object, as upstream's `metav1.Status`.
+    pub fn to_status(&self) -> Value {
+        use ApiError::*;
+        let details = match self {
+            NotFound { group, kind, name } | AlreadyExists { group, kind, name } => {
+                Some(details(group, kind, name, None))
+            }
+            Conflict { group, resource, name, .. } => Some(details(group, resource, name, None)),
+            Invalid { group, kind, name, causes } => Some(details(group, kind, name, Some(causes))),
+            _ => None,
+        };
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": self.code(),
+        });
+        if let Some(d) = details {
+            status["details"] = d;
+        }
+        status
+    }
+}
+
+fn details(group: &str, kind: &str, name: &str, causes: Option<&[FieldError]>) -> Value {
+    let mut d = json!({ "name": name, "kind": kind });
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    if let Some(causes) = causes {
+        d["causes"] = causes
+            .iter()
+            .map(|c| json!({"reason": c.kind.reason(), "message": c.message(), "field": c.field}))
+            .collect();
+    }
+    d
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.code() >= 500 {
+            tracing::error!(error = %self, "request failed");
+        }
+        let code = StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
+        (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+impl From<kine_sqlite::StoreError> for ApiError {
+    /// Storage errors not interpreted by a verb (see `registry::store`) are internal, except
+    /// compaction, which every verb reports as 410 Expired.
+    fn from(e: kine_sqlite::StoreError) -> Self {
+        match e {
+            kine_sqlite::StoreError::Compacted { .. } => ApiError::Expired(format!("too old resource version: {e}")),
+            other => ApiError::Internal(format!("storage error: {other}")),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,7 @@
+//! HTTP handlers, one module per area, each exposing `routes()`.
+
+pub mod discovery;
+pub mod health;
+pub mod negotiate;
+pub mod openapi;
+pub mod resources;

@@ -1,0 +1,488 @@
+//! The one set of resource handlers: `/api/v1/...` and `/apis/{group}/{version}/...`,
+//! looked up in the registry. Never a route per kind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::auth::UserInfo;
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::discovery;
+use crate::handlers::negotiate::{self, Output};
+use crate::meta;
+use crate::patch;
+use crate::registry::list::{ListOptions, Selection, WatchOptions};
+use crate::registry::store::{DeleteOptions, GenericStore, Target, WriteOptions, Written};
+use crate::registry::{table, ReqCtx};
+use crate::selectors::{fields, labels};
+use crate::AppState;
+
+/// Largest request body accepted, as upstream's 3 MiB limit.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/{*rest}", any(core_resource))
+        .route("/apis/{group}/{version}/{*rest}", any(group_resource))
+}
+
+async fn core_resource(State(st): State<AppState>, Path(rest): Path<String>, req: Request) -> Response {
+    serve(st, String::new(), "v1".into(), rest, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn group_resource(
+    State(st): State<AppState>,
+    Path((group, version, rest)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    serve(st, group, version, rest, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What a resource path names.
+struct Resolved {
+    store: Arc<GenericStore>,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+/// Splits `[namespaces/NS/]PLURAL[/NAME[/SUB]]` and finds the store.
+fn resolve(st: &AppState, group: &str, version: &str, rest: &str) -> ApiResult<Resolved> {
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let find = |plural: &str| st.registry.find(group, version, plural);
+    let namespaced = segs.len() >= 3 && segs[0] == "namespaces" && find(segs[2]).is_some_and(|s| s.info().namespaced);
+    let (namespace, rest) = if namespaced { (Some(segs[1].to_string()), &segs[2..]) } else { (None, &segs[..]) };
+    let store = find(rest[0]).ok_or(ApiError::NoRoute)?;
+    if rest.len() > 3 || (store.info().namespaced && namespace.is_none() && rest.len() > 1) {
+        return Err(ApiError::NoRoute);
+    }
+    let subresource = rest.get(2).map(|s| s.to_string());
+    if let Some(sub) = &subresource {
+        if !store.info().subresources.contains(sub) && !(store.info().plural == "namespaces" && sub == "finalize") {
+            return Err(ApiError::NoRoute);
+        }
+    }
+    Ok(Resolved { store, namespace, name: rest.get(1).map(|s| s.to_string()), subresource })
+}
+
+async fn serve(st: AppState, group: String, version: String, rest: String, req: Request) -> ApiResult<Response> {
+    if rest.is_empty() {
+        return discovery::resource_list(&st, &group, &version, req.headers());
+    }
+    let t = resolve(&st, &group, &version, &rest)?;
+    let (parts, body) = req.into_parts();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| serde_urlencoded_pairs(q))
+        .unwrap_or_default();
+    let user = parts.extensions.get::<UserInfo>().cloned();
+    let ctx = ReqCtx {
+        namespace: t.namespace.clone(),
+        user: user.as_ref().map(|u| u.name.clone()).unwrap_or_default(),
+        groups: user.map(|u| u.groups).unwrap_or_default(),
+        dry_run: is_dry_run(&query)?,
+    };
+    let req = Req { st, t, query, headers: parts.headers, ctx };
+    match (&parts.method, &req.t.name) {
+        (&Method::GET, None) if flag(&req.query, "watch") => req.watch().await,
+        (&Method::GET, None) => req.list().await,
+        (&Method::GET, Some(_)) => req.get().await,
+        (&Method::POST, None) => req.create(read_body(body).await?).await,
+        (&Method::PUT, Some(_)) => req.update(read_body(body).await?).await,
+        (&Method::PATCH, Some(_)) => req.patch(read_body(body).await?).await,
+        (&Method::DELETE, Some(_)) => req.delete(read_body(body).await?).await,
+        (&Method::DELETE, None) => req.delete_collection(read_body(body).await?).await,
+        (m, _) => Err(ApiError::MethodNotAllowed(format!("the server does not allow this method on the requested resource ({m})"))),
+    }
+}
+
+/// Decodes a query string (`a=b&c=d`, percent-encoded) into a map; the last value wins.
+fn serde_urlencoded_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.get(name).is_some_and(|v| v == "1" || v == "true" || v.is_empty())
+}
+
+fn is_dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!("Invalid dry run value: {other}; supported values: All"))),
+    }
+}
+
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.to_string().contains("length limit"))
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::RequestEntityTooLarge(format!("the request body is too large: limit is {MAX_BODY_BYTES} bytes"))
+        } else {
+            ApiError::bad_request(format!("failed to read the request body: {e}"))
+        }
+    })
+}
+
+/// One request, resolved.
+struct Req {
+    st: AppState,
+    t: Resolved,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    ctx: ReqCtx,
+}
+
+impl Req {
+    fn store(&self) -> &GenericStore {
+        &self.t.store
+    }
+    fn name(&self) -> &str {
+        self.t.name.as_deref().unwrap_or_default()
+    }
+    fn ns(&self) -> Option<&str> {
+        self.t.namespace.as_deref()
+    }
+
+    fn write_target(&self) -> ApiResult<Target> {
+        match self.t.subresource.as_deref() {
+            None => Ok(Target::Main),
+            Some("status") | Some("finalize") => Ok(Target::Status),
+            Some(sub) => Err(ApiError::MethodNotAllowed(format!("the subresource {sub} does not support this method"))),
+        }
+    }
+
+    fn output(&self) -> ApiResult<Output> {
+        negotiate::output(&self.headers)
+    }
+
+    fn respond(&self, code: StatusCode, obj: &Value, warnings: &[String]) -> ApiResult<Response> {
+        let out = self.output()?;
+        let body = match out {
+            Output::Table => {
+                table::to_table(self.store(), std::slice::from_ref(obj), self.include_object(), None, None)
+            }
+            _ => obj.clone(),
+        };
+        let mut resp = negotiate::encode(out, code, &body)?;
+        add_warnings(resp.headers_mut(), warnings);
+        Ok(resp)
+    }
+
+    fn include_object(&self) -> table::IncludeObject {
+        table::IncludeObject::parse(self.query.get("includeObject").map(String::as_str))
+    }
+
+    fn selection(&self) -> ApiResult<Selection> {
+        let labels = labels::parse(self.query.get("labelSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = fields::parse(self.query.get("fieldSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+        let supported = self.store().kind.strategy.selectable_fields(&json!({}));
+        for req in fields.requirements() {
+            if !supported.contains_key(&req.0) {
+                return Err(ApiError::bad_request(format!("field label not supported: {}", req.0)));
+            }
+        }
+        Ok(Selection { labels, fields })
+    }
+
+    fn check_namespace_param(&self) -> ApiResult<()> {
+        if self.store().info().namespaced && self.t.name.is_some() && self.ns().is_none() {
+            return Err(ApiError::NoRoute);
+        }
+        Ok(())
+    }
+
+    async fn get(&self) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        let obj = self.store().get(self.ns(), self.name()).await?;
+        self.respond(StatusCode::OK, &obj, &[])
+    }
+
+    async fn list(&self) -> ApiResult<Response> {
+        let out = self.output()?;
+        let opts = ListOptions {
+            selection: self.selection()?,
+            limit: self.query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
+            continue_token: self.query.get("continue").filter(|c| !c.is_empty()).cloned(),
+            resource_version: self.query.get("resourceVersion").cloned(),
+            resource_version_match: self.query.get("resourceVersionMatch").cloned(),
+        };
+        let page = self.store().list(self.ns(), &opts).await?;
+        let rv = page.revision.to_string();
+        let body = match out {
+            Output::Table => table::to_table(self.store(), &page.items, self.include_object(), Some(&rv), page.continue_token.as_deref()),
+            _ => {
+                let mut metadata = json!({"resourceVersion": rv});
+                if let Some(c) = &page.continue_token {
+                    metadata["continue"] = json!(c);
+                }
+                if let Some(n) = page.remaining {
+                    metadata["remainingItemCount"] = json!(n);
+                }
+                json!({
+                    "kind": self.store().info().list_kind,
+                    "apiVersion": self.store().info().api_version(),
+                    "metadata": metadata,
+                    "items": page.items,
+                })
+            }
+        };
+        negotiate::encode(out, StatusCode::OK, &body)
+    }
+
+    async fn watch(&self) -> ApiResult<Response> {
+        let out = self.output()?;
+        let timeout = self.query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
+        let opts = WatchOptions {
+            selection: self.selection()?,
+            resource_version: self.query.get("resourceVersion").cloned(),
+            allow_bookmarks: flag(&self.query, "allowWatchBookmarks"),
+            send_initial_events: flag(&self.query, "sendInitialEvents"),
+            timeout: Duration::from_secs(timeout),
+            bookmark_interval: self.st.bookmark_interval,
+        };
+        if opts.send_initial_events && self.query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+            return Err(ApiError::bad_request(
+                "sendInitialEvents requires resourceVersionMatch=NotOlderThan (and allowWatchBookmarks=true)",
+            ));
+        }
+        let events = self.store().watch(self.ns(), opts).await?;
+        let store = self.t.store.clone();
+        let include = self.include_object();
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let lines = events.map(move |e| {
+            let object = match (out, e.kind) {
+                (Output::Table, "ADDED" | "MODIFIED" | "DELETED") => {
+                    let mut t = table::to_table(&store, std::slice::from_ref(&e.object), include, None, None);
+                    // Column definitions once, as upstream: later events carry only rows.
+                    if !first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        t["columnDefinitions"] = json!([]);
+                    }
+                    t
+                }
+                _ => e.object,
+            };
+            let mut line = serde_json::to_vec(&json!({"type": e.kind, "object": object})).unwrap_or_default();
+            line.push(b'\n');
+            Ok::<_, std::convert::Infallible>(Bytes::from(line))
+        });
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-cache, private")
+            .body(Body::from_stream(lines))
+            .map_err(ApiError::internal)?)
+    }
+
+    /// Parses a write body (JSON or YAML) into a JSON value.
+    fn parse_object(&self, body: &Bytes) -> ApiResult<Value> {
+        negotiate::check_write_content_type(&self.headers)?;
+        negotiate::parse_body(&self.headers, body)
+    }
+
+    async fn create(&self, body: Bytes) -> ApiResult<Response> {
+        if self.t.subresource.is_some() {
+            return Err(ApiError::MethodNotAllowed("POST is not supported on this subresource".into()));
+        }
+        if self.store().info().namespaced && self.ns().is_none() {
+            return Err(ApiError::NoRoute);
+        }
+        let obj = self.store().decode_body(self.parse_object(&body)?)?;
+        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let w = self.store().create(&self.ctx, obj, &opts).await?;
+        self.respond(StatusCode::CREATED, &w.object, &w.warnings)
+    }
+
+    async fn update(&self, body: Bytes) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        let target = self.write_target()?;
+        let obj = self.store().decode_body(self.parse_object(&body)?)?;
+        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let w: Written = self.store().update(&self.ctx, self.name(), obj, target, &opts).await?;
+        let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+        self.respond(code, &w.object, &w.warnings)
+    }
+
+    async fn patch(&self, body: Bytes) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        let target = self.write_target()?;
+        let kind = patch::PatchKind::from_headers(&self.headers)?;
+        let patch_doc = patch::parse(kind, &body)?;
+        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let store = self.store();
+        let w = store
+            .guaranteed_update(&self.ctx, self.name(), target, &opts, |current| {
+                let patched = patch::apply(kind, current, &patch_doc)?;
+                store.decode_body(patched)
+            })
+            .await?;
+        self.respond(StatusCode::OK, &w.object, &w.warnings)
+    }
+
+    fn delete_options(&self, body: &Bytes) -> ApiResult<DeleteOptions> {
+        let mut opts = DeleteOptions { dry_run: self.ctx.dry_run, ..Default::default() };
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let v: Value = negotiate::parse_body(&self.headers, body)?;
+            if let Some(kind) = v["kind"].as_str() {
+                if kind != "DeleteOptions" {
+                    return Err(ApiError::bad_request(format!("expected DeleteOptions, got {kind}")));
+                }
+            }
+            opts.grace_period_seconds = v["gracePeriodSeconds"].as_i64();
+            opts.precondition_uid = v["preconditions"]["uid"].as_str().map(String::from);
+            opts.precondition_rv = v["preconditions"]["resourceVersion"].as_str().map(String::from);
+            if let Some(d) = v["dryRun"].as_array() {
+                opts.dry_run |= d.iter().any(|x| x == "All");
+            }
+            check_propagation(v["propagationPolicy"].as_str())?;
+        }
+        if let Some(g) = self.query.get("gracePeriodSeconds") {
+            opts.grace_period_seconds =
+                Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
+        }
+        check_propagation(self.query.get("propagationPolicy").map(String::as_str))?;
+        Ok(opts)
+    }
+
+    async fn delete(&self, body: Bytes) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        if self.t.subresource.is_some() {
+            return Err(ApiError::MethodNotAllowed("DELETE is not supported on this subresource".into()));
+        }
+        let opts = self.delete_options(&body)?;
+        let d = self.store().delete(&self.ctx, self.name(), &opts).await?;
+        if d.gone {
+            self.respond(StatusCode::OK, &success_status(self.store(), &d.object), &[])
+        } else {
+            self.respond(StatusCode::OK, &d.object, &[])
+        }
+    }
+
+    async fn delete_collection(&self, body: Bytes) -> ApiResult<Response> {
+        let opts = self.delete_options(&body)?;
+        let list_opts = ListOptions {
+            selection: self.selection()?,
+            limit: 0,
+            continue_token: None,
+            resource_version: None,
+            resource_version_match: None,
+        };
+        let page = self.store().list(self.ns(), &list_opts).await?;
+        let mut deleted = Vec::new();
+        for obj in page.items {
+            let ctx = ReqCtx { namespace: meta::namespace(&obj).map(String::from), ..self.ctx.clone() };
+            match self.store().delete(&ctx, meta::name(&obj), &opts).await {
+                Ok(d) => deleted.push(d.object),
+                // Deleted meanwhile by someone else: that is what was asked.
+                Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let list = json!({
+            "kind": self.store().info().list_kind,
+            "apiVersion": self.store().info().api_version(),
+            "metadata": {"resourceVersion": page.revision.to_string()},
+            "items": deleted,
+        });
+        negotiate::encode(self.output()?, StatusCode::OK, &list)
+    }
+}
+
+fn check_propagation(p: Option<&str>) -> ApiResult<()> {
+    match p {
+        None | Some("Orphan") | Some("Background") | Some("Foreground") => Ok(()),
+        Some(other) => Err(ApiError::Invalid {
+            group: String::new(),
+            kind: "DeleteOptions".into(),
+            name: String::new(),
+            causes: vec![crate::validation::FieldError::not_supported(
+                "propagationPolicy",
+                other,
+                &["Foreground", "Background", "Orphan"],
+            )],
+        }),
+    }
+}
+
+/// The `Status` upstream returns for an object deleted at once.
+fn success_status(store: &GenericStore, obj: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": meta::name(obj),
+            "group": store.info().group,
+            "kind": store.info().plural,
+            "uid": meta::uid(obj).unwrap_or_default(),
+        }
+    })
+}
+
+/// `Warning: 299 - "text"` headers, as upstream sends admission and validation warnings.
+fn add_warnings(headers: &mut HeaderMap, warnings: &[String]) {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.append(header::WARNING, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = serde_urlencoded_pairs("labelSelector=app%3Dweb%2Ctier+in+%28a%2Cb%29&watch=1&x=%");
+        assert_eq!(q["labelSelector"], "app=web,tier in (a,b)");
+        assert_eq!(q["watch"], "1");
+        assert_eq!(q["x"], "%");
+    }
+}

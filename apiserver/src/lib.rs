@@ -1,0 +1,84 @@
+//! krust's API server. Layers, outermost first: HTTP handlers (`handlers`) → the generic
+//! store (`registry::store`) → per-kind strategies (`kinds`) → the storage trait
+//! (`kine_sqlite::Backend`).
+
+pub mod auth;
+pub mod error;
+pub mod kinds;
+pub mod registry;
+pub mod validation;
+pub mod handlers;
+pub mod meta;
+pub mod patch;
+pub mod selectors;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kine_sqlite::Backend;
+use serde_json::json;
+
+use error::ApiError;
+use registry::store::WriteOptions;
+use registry::{ReqCtx, Registry};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    /// How often watches that allow bookmarks get one.
+    pub bookmark_interval: Duration,
+}
+
+/// Namespaces that exist from the first start, as upstream's system namespaces controller
+/// makes them.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Builds the API server over a storage backend: bootstraps what must exist at start
+/// (system namespaces) and returns the router. The caller serves it over TLS and attaches
+/// a [`auth::UserInfo`] extension to each request whose client certificate verified.
+pub async fn app(backend: Arc<dyn Backend>) -> anyhow::Result<axum::Router> {
+    let registry = Arc::new(Registry::new(kinds::all(), backend));
+    bootstrap(&registry).await?;
+    let state = AppState { registry, bookmark_interval: Duration::from_secs(10) };
+    Ok(router(state))
+}
+
+/// The router over a ready state (tests build their own state).
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .merge(handlers::health::routes())
+        .merge(handlers::discovery::routes())
+        .merge(handlers::openapi::routes())
+        .merge(handlers::resources::routes())
+        .fallback(|| async { ApiError::NoRoute.into_response() })
+        .layer(axum::middleware::from_fn(auth::require_user))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Creates the system namespaces if they are missing.
+async fn bootstrap(registry: &Registry) -> anyhow::Result<()> {
+    let namespaces = registry.find("", "v1", "namespaces").ok_or_else(|| anyhow::anyhow!("namespaces not served"))?;
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match namespaces.create(&ReqCtx::default(), obj, &WriteOptions::default()).await {
+            Ok(_) => tracing::info!(namespace = ns, "created system namespace"),
+            Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// One debug line per request: method, path, status, latency.
+async fn log_request(req: Request, next: Next) -> Response {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_millis() as u64, "request");
+    resp
+}

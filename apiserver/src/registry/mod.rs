@@ -1,0 +1,128 @@
+//! The generic registry: what a resource is (`ResourceInfo`), how its kind behaves
+//! (`Strategy`), and the one store that serves every resource (`store::GenericStore`).
+
+pub mod strategy;
+pub mod table;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use strategy::{NameRule, Plain, ReqCtx, Strategy};
+
+/// Names and scope of one served resource, as discovery reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// API group, empty for the core group.
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub list_kind: String,
+    /// Lower-case plural: the URL path segment.
+    pub plural: String,
+    pub singular: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    /// Served subresources (`status`, `scale`, ...).
+    pub subresources: Vec<String>,
+}
+
+impl ResourceInfo {
+    /// `v1` or `group/version`, as in `apiVersion`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+    pub fn has_status(&self) -> bool {
+        self.subresources.iter().any(|s| s == "status")
+    }
+    /// `plural.group` (or `plural` for core), as in error messages and RBAC.
+    pub fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+    /// The storage key prefix: `/registry/<group>/<plural>/` (core: `/registry/<plural>/`),
+    /// as upstream lays out etcd, so every version of a group-resource shares one store.
+    pub fn key_root(&self) -> String {
+        if self.group.is_empty() {
+            format!("/registry/{}/", self.plural)
+        } else {
+            format!("/registry/{}/{}/", self.group, self.plural)
+        }
+    }
+}
+
+/// Checks an object's types and drops unknown fields by decoding it into the kind's typed
+/// struct and encoding it again, as upstream's decode into Go structs does.
+pub type Normalize = fn(Value) -> Result<Value, String>;
+
+/// One entry of the kinds table: everything the generic layer needs to serve a resource.
+#[derive(Clone)]
+pub struct Kind {
+    pub info: ResourceInfo,
+    pub strategy: Arc<dyn Strategy>,
+    pub normalize: Option<Normalize>,
+}
+
+pub mod list;
+pub mod store;
+
+use std::sync::RwLock;
+
+use kine_sqlite::Backend;
+
+use store::GenericStore;
+
+/// Every served resource's store, looked up by group, version and plural. Behind a lock so
+/// custom resources can join at run time.
+pub struct Registry {
+    stores: RwLock<Vec<Arc<GenericStore>>>,
+    backend: Arc<dyn Backend>,
+}
+
+impl Registry {
+    pub fn new(kinds: Vec<Kind>, backend: Arc<dyn Backend>) -> Self {
+        let stores = kinds.into_iter().map(|k| Arc::new(GenericStore::new(k, backend.clone()))).collect();
+        Registry { stores: RwLock::new(stores), backend }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The store serving `group/version/plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<GenericStore>> {
+        self.all().into_iter().find(|s| s.info().group == group && s.info().version == version && s.info().plural == plural)
+    }
+
+    /// Every store, in table order.
+    pub fn all(&self) -> Vec<Arc<GenericStore>> {
+        self.stores.read().expect("registry lock").clone()
+    }
+
+    /// Served groups with their versions, in table order (first version preferred).
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for s in self.all() {
+            let info = s.info();
+            match out.iter_mut().find(|(g, _)| *g == info.group) {
+                Some((_, versions)) if !versions.contains(&info.version) => versions.push(info.version.clone()),
+                Some(_) => {}
+                None => out.push((info.group.clone(), vec![info.version.clone()])),
+            }
+        }
+        out
+    }
+
+    /// The stores of one group-version.
+    pub fn resources(&self, group: &str, version: &str) -> Vec<Arc<GenericStore>> {
+        self.all().into_iter().filter(|s| s.info().group == group && s.info().version == version).collect()
+    }
+}

@@ -1,0 +1,570 @@
+//! `GenericStore`: create, get, update, delete for every resource, written once. The kind's
+//! behaviour comes from its `Strategy`; the order of steps is fixed here (upstream's
+//! `rest.BeforeCreate` / `BeforeUpdate` and the generic registry `Store`). List and watch
+//! live in `list.rs`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kine_sqlite::{Backend, KeyValue, LeaseId, StoreError};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult, OPTIMISTIC_LOCK_MSG};
+use crate::meta;
+use crate::registry::{Kind, ReqCtx, ResourceInfo};
+use crate::validation::{self, FieldError, FieldErrors};
+
+/// Which part of an object a write addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The object itself: status changes are ignored for kinds with a status subresource.
+    Main,
+    /// The `status` subresource: only status (and labels/annotations) change.
+    Status,
+}
+
+/// Options of a write request.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+}
+
+/// `DeleteOptions`, as far as the store acts on them.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+/// The result of a write: the object as stored and warnings for the client.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    /// True when a PUT created the object (201 instead of 200).
+    pub created: bool,
+}
+
+/// The result of a delete.
+#[derive(Debug)]
+pub struct Deleted {
+    /// The object: as deleted, or as left in place while finalizers or a grace period run.
+    pub object: Value,
+    /// False when the object stays until finalizers or a grace period complete.
+    pub gone: bool,
+}
+
+/// How long an Event lives, as upstream's `--event-ttl` default.
+const EVENT_TTL_SECONDS: i64 = 3600;
+
+/// The store for one resource.
+pub struct GenericStore {
+    pub kind: Kind,
+    pub(crate) backend: Arc<dyn Backend>,
+    /// Events share one lease per minute, as upstream's lease manager reuses leases.
+    event_lease: Mutex<Option<(LeaseId, Instant)>>,
+}
+
+impl GenericStore {
+    pub fn new(kind: Kind, backend: Arc<dyn Backend>) -> Self {
+        GenericStore { kind, backend, event_lease: Mutex::new(None) }
+    }
+
+    pub fn info(&self) -> &ResourceInfo {
+        &self.kind.info
+    }
+
+    /// `/registry/<group>/<plural>/<ns>/<name>` or `/registry/<group>/<plural>/<name>`.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match (self.info().namespaced, namespace) {
+            (true, Some(ns)) => format!("{}{ns}/{name}", self.info().key_root()),
+            _ => format!("{}{name}", self.info().key_root()),
+        }
+    }
+
+    /// The key prefix of a list: one namespace, or all of them.
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        match (self.info().namespaced, namespace) {
+            (true, Some(ns)) => format!("{}{ns}/", self.info().key_root()),
+            _ => self.info().key_root(),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::NotFound { group: self.info().group.clone(), kind: self.info().plural.clone(), name: name.to_string() }
+    }
+
+    fn conflict(&self, name: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Conflict {
+            group: self.info().group.clone(),
+            resource: self.info().group_resource(),
+            name: name.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn invalid(&self, name: &str, causes: FieldErrors) -> ApiError {
+        ApiError::Invalid { group: self.info().group.clone(), kind: self.info().kind.clone(), name: name.to_string(), causes }
+    }
+
+    /// Turns a stored key-value into the API object, stamping its resourceVersion.
+    pub fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
+        decode_at(&kv.value, kv.mod_revision)
+    }
+
+    /// Decodes a request body into an object of this kind: checks apiVersion and kind, then
+    /// normalizes it through the kind's typed struct (types checked, unknown fields dropped).
+    pub fn decode_body(&self, body: Value) -> ApiResult<Value> {
+        let Value::Object(_) = body else {
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
+        };
+        let info = self.info();
+        let (api_version, kind) = (body["apiVersion"].as_str().unwrap_or(""), body["kind"].as_str().unwrap_or(""));
+        if (!kind.is_empty() && kind != info.kind) || (!api_version.is_empty() && api_version != info.api_version()) {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({api_version}) does not match the expected API version ({})",
+                info.api_version()
+            ))
+            .kind_mismatch(kind, &info.kind));
+        }
+        let mut body = body;
+        body["apiVersion"] = json!(info.api_version());
+        body["kind"] = json!(info.kind);
+        match self.kind.normalize {
+            Some(normalize) => normalize(body).map_err(|e| {
+                ApiError::bad_request(format!("error decoding {} body: {e}", info.kind))
+            }),
+            None => Ok(body),
+        }
+    }
+
+    pub async fn get(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        let (_, kv) = self.backend.get(&self.key(namespace, name), 0).await?;
+        let kv = kv.ok_or_else(|| self.not_found(name))?;
+        self.decode(&kv)
+    }
+
+    /// Creates an object (`body` already decoded by [`Self::decode_body`]).
+    pub async fn create(&self, ctx: &ReqCtx, mut obj: Value, opts: &WriteOptions) -> ApiResult<Written> {
+        self.bind_namespace(ctx, &mut obj)?;
+        let warnings = self.before_create(ctx, &mut obj)?;
+        if self.info().namespaced {
+            self.check_namespace_open(meta::namespace(&obj).unwrap_or_default(), meta::name(&obj)).await?;
+        }
+        let name = meta::name(&obj).to_string();
+        if opts.dry_run {
+            return Ok(Written { object: obj, warnings, created: true });
+        }
+        let key = self.key(meta::namespace(&obj), &name);
+        let lease = self.lease_for_new_object().await?;
+        match self.backend.create(&key, encode(&obj)?, lease).await {
+            Ok(rev) => {
+                meta::set(&mut obj, "resourceVersion", json!(rev.to_string()));
+                Ok(Written { object: obj, warnings, created: true })
+            }
+            Err(StoreError::KeyExists) => Err(ApiError::AlreadyExists {
+                group: self.info().group.clone(),
+                kind: self.info().plural.clone(),
+                name,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Events expire after an hour: their keys carry a lease.
+    async fn lease_for_new_object(&self) -> ApiResult<LeaseId> {
+        if self.info().kind != "Event" {
+            return Ok(0);
+        }
+        if let Some((id, at)) = *self.event_lease.lock().expect("lease lock") {
+            if at.elapsed() < Duration::from_secs(60) {
+                return Ok(id);
+            }
+        }
+        let id = self.backend.grant_lease(EVENT_TTL_SECONDS + 60).await?;
+        *self.event_lease.lock().expect("lease lock") = Some((id, Instant::now()));
+        Ok(id)
+    }
+
+    /// Puts the request's namespace on the object, or refuses a mismatch (upstream's
+    /// "the namespace of the provided object does not match the namespace sent on the request").
+    fn bind_namespace(&self, ctx: &ReqCtx, obj: &mut Value) -> ApiResult<()> {
+        if !self.info().namespaced {
+            meta::remove(obj, "namespace");
+            return Ok(());
+        }
+        let request_ns = ctx.namespace.as_deref().unwrap_or("default");
+        match meta::namespace(obj) {
+            Some(ns) if ns != request_ns => Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )),
+            _ => {
+                meta::set(obj, "namespace", json!(request_ns));
+                Ok(())
+            }
+        }
+    }
+
+    /// Upstream's `rest.BeforeCreate`: system fields, then the kind's hooks in fixed order,
+    /// then common metadata validation (after the kind's, so the specific message wins).
+    fn before_create(&self, ctx: &ReqCtx, obj: &mut Value) -> ApiResult<Vec<String>> {
+        let strategy = &self.kind.strategy;
+        let m = meta::meta_mut(obj);
+        let has_name = m.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        if !has_name {
+            if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+                let generated = format!("{prefix}{}", meta::random_suffix());
+                m.insert("name".into(), json!(generated));
+            }
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(meta::now()));
+        m.insert("generation".into(), json!(1));
+        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            m.remove(field);
+        }
+        if self.info().has_status() && !strategy.keep_status_on_create() {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        strategy.apply_defaults(obj);
+        strategy.prepare_for_create(ctx, obj);
+        let mut errs = strategy.validate(ctx, obj);
+        errs.extend(self.validate_meta(obj));
+        if !errs.is_empty() {
+            return Err(self.invalid(meta::name(obj), errs));
+        }
+        let warnings = strategy.warnings_on_create(ctx, obj);
+        strategy.canonicalize(obj);
+        Ok(warnings)
+    }
+
+    /// Common `ObjectMeta` validation (upstream's `ValidateObjectMeta`).
+    fn validate_meta(&self, obj: &Value) -> FieldErrors {
+        let mut errs = Vec::new();
+        let m = &obj["metadata"];
+        let name = m["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+        } else {
+            validation::push_invalid(&mut errs, "metadata.name", name, self.kind.strategy.name_rule().check(name));
+        }
+        if let Some(labels) = m["labels"].as_object() {
+            for (k, v) in labels {
+                validation::push_invalid(&mut errs, "metadata.labels", k, validation::qualified_name(k));
+                let v = v.as_str().unwrap_or_default();
+                validation::push_invalid(&mut errs, &format!("metadata.labels[{k}]"), v, validation::label_value(v));
+            }
+        }
+        if let Some(annotations) = m["annotations"].as_object() {
+            let mut total = 0;
+            for (k, v) in annotations {
+                validation::push_invalid(&mut errs, "metadata.annotations", k, validation::qualified_name(&k.to_lowercase()));
+                total += k.len() + v.as_str().map_or(0, str::len);
+            }
+            if total > 256 * 1024 {
+                errs.push(FieldError::too_long("metadata.annotations", 256 * 1024));
+            }
+        }
+        if let Some(fins) = m["finalizers"].as_array() {
+            for (i, f) in fins.iter().enumerate() {
+                let f = f.as_str().unwrap_or_default();
+                validation::push_invalid(&mut errs, &format!("metadata.finalizers[{i}]"), f, validation::qualified_name(f));
+            }
+        }
+        errs
+    }
+
+    /// Refuses creates in a namespace that does not exist (404) or is being deleted (403).
+    async fn check_namespace_open(&self, ns: &str, name: &str) -> ApiResult<()> {
+        let (_, kv) = self.backend.get(&format!("/registry/namespaces/{ns}"), 0).await?;
+        let Some(kv) = kv else {
+            return Err(ApiError::NotFound { group: String::new(), kind: "namespaces".into(), name: ns.into() });
+        };
+        let nsobj = self.decode(&kv)?;
+        if meta::is_deleting(&nsobj) {
+            return Err(ApiError::Forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                self.info().group_resource(),
+                name,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces an object (PUT). `body` is already decoded.
+    pub async fn update(&self, ctx: &ReqCtx, name: &str, body: Value, target: Target, opts: &WriteOptions) -> ApiResult<Written> {
+        self.check_url_identity(ctx, name, &body)?;
+        let ns = ctx.namespace.clone();
+        let created_if_missing = self.kind.strategy.allow_create_on_update() && target == Target::Main;
+        if created_if_missing && self.backend.get(&self.key(ns.as_deref(), name), 0).await?.1.is_none() {
+            let body = self.with_name(body, name);
+            return self.create(ctx, body, opts).await.map(|w| Written { created: true, ..w });
+        }
+        if !self.kind.strategy.allow_unconditional_update() && meta::resource_version(&body).is_none() {
+            return Err(self.invalid(name, vec![FieldError::invalid("metadata.resourceVersion", "", "must be specified for an update")]));
+        }
+        self.guaranteed_update(ctx, name, target, opts, |_| Ok(body.clone())).await
+    }
+
+    fn with_name(&self, mut body: Value, name: &str) -> Value {
+        meta::set(&mut body, "name", json!(name));
+        body
+    }
+
+    /// A body's name and namespace must match the URL's.
+    pub fn check_url_identity(&self, ctx: &ReqCtx, name: &str, body: &Value) -> ApiResult<()> {
+        let body_name = meta::name(body);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if self.info().namespaced {
+            if let (Some(b), Some(u)) = (meta::namespace(body), ctx.namespace.as_deref()) {
+                if b != u {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads, transforms and writes back with compare-and-swap, retrying when another writer
+    /// got in between, unless the new object names a resourceVersion (then 409 Conflict), as
+    /// upstream's `GuaranteedUpdate`. `make` turns the current object into the desired one.
+    pub async fn guaranteed_update<F>(&self, ctx: &ReqCtx, name: &str, target: Target, opts: &WriteOptions, mut make: F) -> ApiResult<Written>
+    where
+        F: FnMut(&Value) -> ApiResult<Value>,
+    {
+        let key = self.key(ctx.namespace.as_deref(), name);
+        loop {
+            let (_, kv) = self.backend.get(&key, 0).await?;
+            let kv = kv.ok_or_else(|| self.not_found(name))?;
+            let old = self.decode(&kv)?;
+            let mut new = make(&old)?;
+            self.check_url_identity(ctx, name, &new)?;
+            if let Some(rv) = meta::resource_version(&new) {
+                if rv != kv.mod_revision.to_string() {
+                    return Err(self.conflict(name, OPTIMISTIC_LOCK_MSG));
+                }
+            }
+            let warnings = self.before_update(ctx, &mut new, &old, target)?;
+            if strip_rv(&new) == strip_rv(&old) {
+                // Nothing changed: upstream skips the write and returns the current object.
+                return Ok(Written { object: old, warnings, created: false });
+            }
+            if opts.dry_run {
+                return Ok(Written { object: new, warnings, created: false });
+            }
+            let out = self.backend.update(&key, encode(&new)?, kv.mod_revision, kv.lease).await?;
+            if !out.succeeded {
+                continue;
+            }
+            meta::set(&mut new, "resourceVersion", json!(out.revision.to_string()));
+            self.finish_if_unblocked(&key, &new, out.revision).await?;
+            return Ok(Written { object: new, warnings, created: false });
+        }
+    }
+
+    /// An object being deleted goes away once its last finalizer is removed.
+    async fn finish_if_unblocked(&self, key: &str, obj: &Value, rev: i64) -> ApiResult<()> {
+        if meta::is_deleting(obj) && meta::finalizers(obj).is_empty() && !self.kind.strategy.blocks_deletion(obj) {
+            // A failed compare means another writer changed it since: that writer's update
+            // runs this check itself.
+            self.backend.delete(key, rev).await?;
+        }
+        Ok(())
+    }
+
+    /// Upstream's `rest.BeforeUpdate`: keep system fields from the old object, apply the
+    /// kind's hooks, validate.
+    fn before_update(&self, ctx: &ReqCtx, new: &mut Value, old: &Value, target: Target) -> ApiResult<Vec<String>> {
+        let strategy = &self.kind.strategy;
+        let name = meta::name(old).to_string();
+        if let Some(uid) = new["metadata"]["uid"].as_str() {
+            if !uid.is_empty() && Some(uid) != meta::uid(old) {
+                return Err(self.conflict(
+                    &name,
+                    format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta::uid(old).unwrap_or_default()),
+                ));
+            }
+        }
+        if target == Target::Status {
+            *new = status_only(old, new);
+        } else if self.info().has_status() {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+            match old["metadata"].get(field) {
+                Some(v) => meta::set(new, field, v.clone()),
+                None => meta::remove(new, field),
+            }
+        }
+        meta::set(new, "name", json!(name));
+        meta::remove(new, "selfLink");
+        let mut errs = Vec::new();
+        if target == Target::Main {
+            strategy.apply_defaults(new);
+            strategy.prepare_for_update(ctx, new, old);
+            errs.extend(strategy.validate_update(ctx, new, old));
+            if spec_of(new) != spec_of(old) {
+                let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                meta::set(new, "generation", json!(generation));
+            }
+        } else {
+            errs.extend(strategy.validate_status_update(ctx, new, old));
+        }
+        errs.extend(self.validate_meta(new));
+        if meta::is_deleting(old) {
+            let old_fins = meta::finalizers(old);
+            if meta::finalizers(new).iter().any(|f| !old_fins.contains(f)) {
+                errs.push(FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted"));
+            }
+        }
+        if !errs.is_empty() {
+            return Err(self.invalid(&name, errs));
+        }
+        let warnings = strategy.warnings_on_update(ctx, new, old);
+        strategy.canonicalize(new);
+        Ok(warnings)
+    }
+
+    /// Deletes an object, or marks it for deletion while finalizers or a grace period run.
+    pub async fn delete(&self, ctx: &ReqCtx, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+        let key = self.key(ctx.namespace.as_deref(), name);
+        let strategy = &self.kind.strategy;
+        loop {
+            let (_, kv) = self.backend.get(&key, 0).await?;
+            let kv = kv.ok_or_else(|| self.not_found(name))?;
+            let mut obj = self.decode(&kv)?;
+            self.check_delete_preconditions(name, &obj, opts)?;
+            let grace = strategy.graceful_delete_period(&obj, opts.grace_period_seconds).filter(|g| *g > 0);
+            let waits = !meta::finalizers(&obj).is_empty() || strategy.blocks_deletion(&obj) || grace.is_some();
+            if waits {
+                if meta::is_deleting(&obj) {
+                    return Ok(Deleted { object: obj, gone: false });
+                }
+                let grace = grace.unwrap_or(0);
+                meta::set(&mut obj, "deletionTimestamp", json!(meta::now_plus(grace)));
+                meta::set(&mut obj, "deletionGracePeriodSeconds", json!(grace));
+                let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                meta::set(&mut obj, "generation", json!(generation));
+                strategy.mark_terminating(&mut obj);
+                if opts.dry_run {
+                    return Ok(Deleted { object: obj, gone: false });
+                }
+                let out = self.backend.update(&key, encode(&obj)?, kv.mod_revision, kv.lease).await?;
+                if !out.succeeded {
+                    continue;
+                }
+                meta::set(&mut obj, "resourceVersion", json!(out.revision.to_string()));
+                return Ok(Deleted { object: obj, gone: false });
+            }
+            if opts.dry_run {
+                return Ok(Deleted { object: obj, gone: true });
+            }
+            let out = self.backend.delete(&key, kv.mod_revision).await?;
+            if !out.succeeded {
+                continue;
+            }
+            return Ok(Deleted { object: obj, gone: true });
+        }
+    }
+
+    fn check_delete_preconditions(&self, name: &str, obj: &Value, opts: &DeleteOptions) -> ApiResult<()> {
+        if let Some(uid) = &opts.precondition_uid {
+            if Some(uid.as_str()) != meta::uid(obj) {
+                return Err(self.conflict(
+                    name,
+                    format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta::uid(obj).unwrap_or_default()),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.precondition_rv {
+            if Some(rv.as_str()) != meta::resource_version(obj) {
+                return Err(self.conflict(
+                    name,
+                    format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta::resource_version(obj).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A status write changes `status` and the metadata status writers own (labels,
+/// annotations, ownerReferences, finalizers); everything else stays as stored.
+fn status_only(old: &Value, new: &Value) -> Value {
+    let mut out = old.clone();
+    match new.get("status") {
+        Some(s) => out["status"] = s.clone(),
+        None => {
+            if let Some(o) = out.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
+    for field in ["labels", "annotations", "resourceVersion"] {
+        match new["metadata"].get(field) {
+            Some(v) => meta::set(&mut out, field, v.clone()),
+            None => meta::remove(&mut out, field),
+        }
+    }
+    out
+}
+
+/// Everything but metadata and status: what a generation counts changes of.
+fn spec_of(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    o
+}
+
+fn strip_rv(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    meta::remove(&mut o, "resourceVersion");
+    o
+}
+
+/// Objects are stored without resourceVersion: the store's revision is the truth.
+pub fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
+    serde_json::to_vec(&strip_rv(obj)).map_err(ApiError::internal)
+}
+
+/// Decodes stored bytes, stamping the revision as resourceVersion.
+pub fn decode_at(bytes: &[u8], revision: i64) -> ApiResult<Value> {
+    let mut obj: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::internal(format!("corrupt stored object: {e}")))?;
+    meta::set(&mut obj, "resourceVersion", json!(revision.to_string()));
+    Ok(obj)
+}
+
+impl ApiError {
+    /// Upstream names both versions in a kind mismatch; keep the message about kinds when
+    /// the kinds differ.
+    fn kind_mismatch(self, got: &str, want: &str) -> ApiError {
+        if !got.is_empty() && got != want {
+            ApiError::bad_request(format!("the kind in the data ({got}) does not match the expected kind ({want})"))
+        } else {
+            self
+        }
+    }
+}

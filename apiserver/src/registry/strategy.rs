@@ -1,0 +1,158 @@
+//! The per-kind behaviour of the generic store, modelled on upstream's `RESTCreateStrategy`
+//! and `RESTUpdateStrategy`. Every hook is synchronous and does no IO; `&mut` marks the hooks
+//! that may change the object. Objects are the one dynamic type the store holds (JSON), so
+//! built-in kinds and custom resources share this trait.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::registry::table::{self, Column};
+use crate::validation::{self, FieldErrors};
+
+/// Who asks, and how (what a hook may need besides the object).
+#[derive(Clone, Debug, Default)]
+pub struct ReqCtx {
+    /// Namespace of the request path, if any.
+    pub namespace: Option<String>,
+    /// Authenticated user name.
+    pub user: String,
+    /// Groups of the authenticated user.
+    pub groups: Vec<String>,
+    /// `?dryRun=All`.
+    pub dry_run: bool,
+}
+
+/// Which rule a kind's `metadata.name` follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameRule {
+    Dns1123Subdomain,
+    Dns1123Label,
+    Dns1035Label,
+    PathSegment,
+}
+
+impl NameRule {
+    pub fn check(self, name: &str) -> Vec<String> {
+        match self {
+            NameRule::Dns1123Subdomain => validation::dns1123_subdomain(name),
+            NameRule::Dns1123Label => validation::dns1123_label(name),
+            NameRule::Dns1035Label => validation::dns1035_label(name),
+            NameRule::PathSegment => validation::path_segment_name(name),
+        }
+    }
+}
+
+/// Per-kind hooks. The generic store calls them in a fixed order:
+/// create: `apply_defaults` → `prepare_for_create` → `validate` → (common metadata validation)
+/// → `warnings_on_create` → `canonicalize`;
+/// update: `apply_defaults` → `prepare_for_update` → `validate_update` → (common metadata
+/// validation) → `warnings_on_update` → `canonicalize`.
+/// Strategies never write system fields (uid, resourceVersion, creationTimestamp, generation).
+pub trait Strategy: Send + Sync + 'static {
+    /// Fills unset fields with upstream's defaults (scheme defaulting). Runs on every create
+    /// and update, before anything else. May mutate.
+    fn apply_defaults(&self, _obj: &mut Value) {}
+
+    /// Resets what a create may not set. May mutate. The store has already cleared `status`
+    /// for kinds with a status subresource unless `keep_status_on_create` says otherwise.
+    fn prepare_for_create(&self, _ctx: &ReqCtx, _obj: &mut Value) {}
+
+    /// Whether a create keeps the status the client sent (Nodes, Events-like kinds).
+    fn keep_status_on_create(&self) -> bool {
+        false
+    }
+
+    /// Validates a new object (not its metadata: the store does that after).
+    fn validate(&self, ctx: &ReqCtx, obj: &Value) -> FieldErrors;
+
+    /// Warnings returned to the client on create (`Warning` headers).
+    fn warnings_on_create(&self, _ctx: &ReqCtx, _obj: &Value) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Normalizes the object just before it is stored. May mutate.
+    fn canonicalize(&self, _obj: &mut Value) {}
+
+    /// Whether PUT of a missing object creates it.
+    fn allow_create_on_update(&self) -> bool {
+        false
+    }
+
+    /// Whether PUT without `metadata.resourceVersion` is allowed (last writer wins).
+    fn allow_unconditional_update(&self) -> bool {
+        true
+    }
+
+    /// Prepares an update of the main resource; the store has already restored the old
+    /// status for kinds with a status subresource. May mutate `new`.
+    fn prepare_for_update(&self, _ctx: &ReqCtx, _new: &mut Value, _old: &Value) {}
+
+    /// Validates an update: by default the new object alone. Immutable-field rules go here.
+    fn validate_update(&self, ctx: &ReqCtx, new: &Value, _old: &Value) -> FieldErrors {
+        self.validate(ctx, new)
+    }
+
+    /// Warnings returned to the client on update.
+    fn warnings_on_update(&self, _ctx: &ReqCtx, _new: &Value, _old: &Value) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Validates a write to the `status` subresource (the store has restored everything but
+    /// `status` and the metadata status writers may change).
+    fn validate_status_update(&self, _ctx: &ReqCtx, _new: &Value, _old: &Value) -> FieldErrors {
+        Vec::new()
+    }
+
+    /// The rule for `metadata.name`.
+    fn name_rule(&self) -> NameRule {
+        NameRule::Dns1123Subdomain
+    }
+
+    /// For kinds deleted gracefully (Pods): the grace period to record in
+    /// `metadata.deletionGracePeriodSeconds` instead of deleting now, given the one requested.
+    /// `None` deletes immediately.
+    fn graceful_delete_period(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
+    }
+
+    /// Whether deletion must also wait for something besides `metadata.finalizers`
+    /// (Namespaces: `spec.finalizers`). Checked on delete and after every update of an
+    /// object being deleted.
+    fn blocks_deletion(&self, _obj: &Value) -> bool {
+        false
+    }
+
+    /// Called when a delete leaves the object in place (finalizers or a grace period): marks
+    /// it as terminating beyond `deletionTimestamp` (Namespaces: `status.phase`). May mutate.
+    fn mark_terminating(&self, _obj: &mut Value) {}
+
+    /// Fields usable in a field selector and their values for `obj`. Keys must not depend on
+    /// the object's content: the store calls it on `{}` to learn which fields are supported.
+    fn selectable_fields(&self, obj: &Value) -> BTreeMap<String, String> {
+        default_fields(obj)
+    }
+
+    /// Table columns (`kubectl get`), the first being Name.
+    fn columns(&self) -> Vec<Column> {
+        vec![table::name_column(), table::age_column()]
+    }
+}
+
+/// `metadata.name` and `metadata.namespace`, selectable on every kind.
+pub fn default_fields(obj: &Value) -> BTreeMap<String, String> {
+    let meta = &obj["metadata"];
+    BTreeMap::from([
+        ("metadata.name".to_string(), meta["name"].as_str().unwrap_or_default().to_string()),
+        ("metadata.namespace".to_string(), meta["namespace"].as_str().unwrap_or_default().to_string()),
+    ])
+}
+
+/// A kind with no rules of its own beyond metadata (ConfigMap-like objects).
+pub struct Plain;
+
+impl Strategy for Plain {
+    fn validate(&self, _ctx: &ReqCtx, _obj: &Value) -> FieldErrors {
+        Vec::new()
+    }
+}

@@ -1,0 +1,323 @@
+//! HTTP behaviour of the apiserver, driven through the router with `oneshot` over a real
+//! SQLite store in a temp dir (no socket, no TLS: those are tested with the real binary).
+
+use std::time::Duration;
+
+use apiserver::auth::UserInfo;
+use apiserver::registry::Registry;
+use apiserver::AppState;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Harness {
+    app: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = kine_sqlite::SqliteBackend::open(&dir.path().join("state.db")).await.unwrap();
+        let app = apiserver::app(backend).await.unwrap();
+        Harness { app, _dir: dir }
+    }
+
+    /// A router whose watches send bookmarks every 100 ms.
+    async fn with_fast_bookmarks() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = kine_sqlite::SqliteBackend::open(&dir.path().join("state.db")).await.unwrap();
+        apiserver::app(backend.clone()).await.unwrap(); // bootstrap namespaces
+        let state = AppState {
+            registry: Arc::new(Registry::new(apiserver::kinds::all(), backend)),
+            bookmark_interval: Duration::from_millis(100),
+        };
+        Harness { app: apiserver::router(state), _dir: dir }
+    }
+
+    fn request(method: &str, path: &str, ctype: &str, body: impl Into<Body>) -> Request<Body> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, ctype)
+            .body(body.into())
+            .unwrap();
+        req.extensions_mut().insert(UserInfo::from_subject("system:admin", &["system:masters".into()]));
+        req
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, headers, v)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let (s, _, v) = self.send(Self::request(method, path, "application/json", body)).await;
+        (s, v)
+    }
+
+    async fn patch(&self, path: &str, ctype: &str, body: Value) -> (StatusCode, Value) {
+        let (s, _, v) = self.send(Self::request("PATCH", path, ctype, body.to_string())).await;
+        (s, v)
+    }
+}
+
+fn cm(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::test]
+async fn create_get_and_duplicate() {
+    let h = Harness::new().await;
+    let (s, obj) = h.call("POST", CMS, Some(cm("a", json!({})))).await;
+    assert_eq!(s, StatusCode::CREATED, "{obj}");
+    assert!(obj["metadata"]["uid"].as_str().unwrap().len() > 30);
+    assert!(obj["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+    assert_eq!(obj["metadata"]["namespace"], "default");
+    let (s, got) = h.call("GET", &format!("{CMS}/a"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got, obj);
+    let (s, st) = h.call("POST", CMS, Some(cm("a", json!({})))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(st["reason"], "AlreadyExists");
+    assert_eq!(st["kind"], "Status");
+}
+
+#[tokio::test]
+async fn system_namespaces_exist() {
+    let h = Harness::new().await;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let (s, obj) = h.call("GET", &format!("/api/v1/namespaces/{ns}"), None).await;
+        assert_eq!(s, StatusCode::OK, "{ns}");
+        assert_eq!(obj["status"]["phase"], "Active");
+    }
+}
+
+#[tokio::test]
+async fn error_codes() {
+    let h = Harness::new().await;
+    let (s, st) = h.call("GET", &format!("{CMS}/missing"), None).await;
+    assert_eq!((s, st["reason"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")));
+    assert_eq!(st["message"], "configmaps \"missing\" not found");
+    let (s, st) = h.call("POST", "/api/v1/namespaces/nope/configmaps", Some(cm("a", json!({})))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{st}");
+    assert_eq!(st["message"], "namespaces \"nope\" not found");
+    let (s, st) = h.call("POST", CMS, Some(cm("Bad_Name", json!({})))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(st["reason"], "Invalid");
+    assert_eq!(st["details"]["causes"][0]["field"], "metadata.name");
+    let (s, _, st) = h.send(Harness::request("POST", CMS, "application/json", "{not json")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{st}");
+    let (s, _, _) = h.send(Harness::request("POST", CMS, "application/vnd.kubernetes.protobuf", "x")).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = "x".repeat(4 * 1024 * 1024);
+    let (s, _, st) = h.send(Harness::request("POST", CMS, "application/json", big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{st}");
+    let (s, _) = h.call("GET", "/api/v1/nosuchthings", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.call("POST", &format!("{CMS}/a"), Some(cm("a", json!({})))).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    let mut req = Harness::request("GET", CMS, "application/json", "");
+    req.headers_mut().insert(header::ACCEPT, "application/vnd.kubernetes.protobuf".parse().unwrap());
+    let (s, _, _) = h.send(req).await;
+    assert_eq!(s, StatusCode::NOT_ACCEPTABLE);
+    // Nothing stored by the rejected requests.
+    let (_, list) = h.call("GET", CMS, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn unauthenticated_is_401_but_health_is_public() {
+    let h = Harness::new().await;
+    let req = Request::builder().uri("/api/v1/namespaces").body(Body::empty()).unwrap();
+    let (s, _, st) = h.send(req).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(st["reason"], "Unauthorized");
+    for path in ["/healthz", "/readyz", "/livez", "/version"] {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let (s, _, _) = h.send(req).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn update_conflict_on_stale_resource_version() {
+    let h = Harness::new().await;
+    let (_, obj) = h.call("POST", CMS, Some(cm("a", json!({})))).await;
+    let mut v1 = obj.clone();
+    v1["data"]["k"] = json!("v1");
+    let (s, updated) = h.call("PUT", &format!("{CMS}/a"), Some(v1)).await;
+    assert_eq!(s, StatusCode::OK, "{updated}");
+    let mut stale = obj.clone();
+    stale["data"]["k"] = json!("v2");
+    let (s, st) = h.call("PUT", &format!("{CMS}/a"), Some(stale)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(st["reason"], "Conflict");
+    assert!(st["message"].as_str().unwrap().contains("the object has been modified"));
+    let (_, got) = h.call("GET", &format!("{CMS}/a"), None).await;
+    assert_eq!(got["data"]["k"], "v1");
+}
+
+#[tokio::test]
+async fn three_patch_types() {
+    let h = Harness::new().await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a", "image": "busybox:1"}, {"name": "b", "image": "busybox:1"}]}});
+    let (s, created) = h.call("POST", "/api/v1/namespaces/default/pods", Some(pod)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let path = "/api/v1/namespaces/default/pods/p";
+    let (s, p) = h
+        .patch(path, "application/strategic-merge-patch+json", json!({"spec": {"containers": [{"name": "b", "image": "busybox:2"}]}}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["spec"]["containers"][0]["image"], "busybox:1");
+    assert_eq!(p["spec"]["containers"][1]["image"], "busybox:2");
+    let (s, p) = h.patch(path, "application/merge-patch+json", json!({"metadata": {"labels": {"x": "y"}}})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p["metadata"]["labels"]["x"], "y");
+    let (s, p) = h
+        .patch(path, "application/json-patch+json", json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "busybox:3"}]))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p["spec"]["containers"][0]["image"], "busybox:3");
+    let (s, _) = h.patch(path, "application/json-patch+json", json!([{"op": "test", "path": "/metadata/name", "value": "other"}])).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = h.patch(path, "text/plain", json!({})).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _) = h.patch("/api/v1/namespaces/default/pods/none", "application/merge-patch+json", json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn list_selectors_and_pages() {
+    let h = Harness::new().await;
+    for i in 0..7 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        h.call("POST", CMS, Some(cm(&format!("c{i}"), json!({"tier": tier, "n": i.to_string()})))).await;
+    }
+    let names = |v: &Value| v["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (_, l) = h.call("GET", &format!("{CMS}?labelSelector=tier%3Deven"), None).await;
+    assert_eq!(names(&l), ["c0", "c2", "c4", "c6"]);
+    let (_, l) = h.call("GET", &format!("{CMS}?labelSelector=tier!%3Deven,n+in+(1,3)"), None).await;
+    assert_eq!(names(&l), ["c1", "c3"]);
+    let (_, l) = h.call("GET", &format!("{CMS}?fieldSelector=metadata.name%3Dc5"), None).await;
+    assert_eq!(names(&l), ["c5"]);
+    let (s, _) = h.call("GET", &format!("{CMS}?fieldSelector=spec.bogus%3Dx"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Pages of 3 with a selector: the server reads on until each page is full.
+    let mut seen = Vec::new();
+    let mut next = format!("{CMS}?limit=2&labelSelector=tier%3Deven");
+    loop {
+        let (s, page) = h.call("GET", &next, None).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        seen.extend(names(&page));
+        match page["metadata"]["continue"].as_str() {
+            Some(c) => next = format!("{CMS}?limit=2&labelSelector=tier%3Deven&continue={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["c0", "c2", "c4", "c6"]);
+    let (s, _) = h.call("GET", &format!("{CMS}?limit=2&continue=garbage"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn watch_delivers_changes_in_order_with_bookmarks() {
+    let h = Harness::with_fast_bookmarks().await;
+    let (_, a) = h.call("POST", CMS, Some(cm("a", json!({"w": "1"})))).await;
+    let rv = a["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let req = Harness::request("GET", &format!("{CMS}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&labelSelector=w"), "", "");
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    h.call("POST", CMS, Some(cm("b", json!({"w": "1"})))).await;
+    h.call("POST", CMS, Some(cm("ignored", json!({})))).await;
+    h.patch(&format!("{CMS}/a"), "application/merge-patch+json", json!({"data": {"k": "2"}})).await;
+    h.call("DELETE", &format!("{CMS}/b"), None).await;
+    let mut events = Vec::new();
+    let mut buf = Vec::new();
+    while events.iter().filter(|(t, _): &&(String, Value)| t != "BOOKMARK").count() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("watch event").unwrap().unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let ev: Value = serde_json::from_slice(&line).unwrap();
+            events.push((ev["type"].as_str().unwrap().to_string(), ev["object"].clone()));
+        }
+    }
+    let real: Vec<_> = events.iter().filter(|(t, _)| t != "BOOKMARK").map(|(t, o)| (t.clone(), o["metadata"]["name"].as_str().unwrap().to_string())).collect();
+    assert_eq!(real, [("ADDED".into(), "b".into()), ("MODIFIED".into(), "a".into()), ("DELETED".into(), "b".into())]);
+    // Keep reading until a bookmark arrives.
+    loop {
+        if events.iter().any(|(t, o)| t == "BOOKMARK" && o["metadata"]["resourceVersion"].is_string()) {
+            break;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("bookmark").unwrap().unwrap();
+        for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let ev: Value = serde_json::from_slice(line).unwrap();
+            events.push((ev["type"].as_str().unwrap().to_string(), ev["object"].clone()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let h = Harness::new().await;
+    let mut obj = cm("f", json!({}));
+    obj["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    h.call("POST", CMS, Some(obj)).await;
+    let (s, held) = h.call("DELETE", &format!("{CMS}/f"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    let (s, _) = h.call("GET", &format!("{CMS}/f"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h.patch(&format!("{CMS}/f"), "application/merge-patch+json", json!({"metadata": {"finalizers": null}})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h.call("GET", &format!("{CMS}/f"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn dry_run_stores_nothing() {
+    let h = Harness::new().await;
+    let (s, obj) = h.call("POST", &format!("{CMS}?dryRun=All"), Some(cm("d", json!({})))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(obj["metadata"]["name"], "d");
+    let (s, _) = h.call("GET", &format!("{CMS}/d"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn aggregated_discovery_and_tables() {
+    let h = Harness::new().await;
+    let mut req = Harness::request("GET", "/apis", "", "");
+    req.headers_mut().insert(
+        header::ACCEPT,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json".parse().unwrap(),
+    );
+    let (s, headers, body) = h.send(req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().contains("as=APIGroupDiscoveryList"));
+    let apps = body["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "apps").unwrap();
+    let deploy = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+    assert_eq!(deploy["scope"], "Namespaced");
+    assert_eq!(deploy["shortNames"], json!(["deploy"]));
+    h.call("POST", CMS, Some(cm("t", json!({})))).await;
+    let mut req = Harness::request("GET", CMS, "", "");
+    req.headers_mut().insert(header::ACCEPT, "application/json;as=Table;v=v1;g=meta.k8s.io".parse().unwrap());
+    let (_, _, table) = h.send(req).await;
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["columnDefinitions"][0]["name"], "Name");
+    assert_eq!(table["rows"][0]["cells"][0], "t");
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+}

@@ -1,0 +1,125 @@
+//! The command line. Flag names follow k3s (`k3s server --help`) so that people and
+//! scripts that know k3s can drive krust the same way.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "krust",
+    version,
+    about = "A small Kubernetes distribution in one binary"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: API server over an embedded SQLite datastore.
+    Server(ServerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Folder to hold state (certificates, credentials, database).
+    #[arg(
+        short = 'd',
+        long,
+        env = "KRUST_DATA_DIR",
+        default_value = "/var/lib/krust"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Address the API server listens on (0.0.0.0 = every IPv4 address).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// Port the API server listens on for HTTPS.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+
+    /// Also write the admin kubeconfig to this path.
+    #[arg(short = 'o', long, env = "KRUST_KUBECONFIG_OUTPUT")]
+    pub write_kubeconfig: Option<PathBuf>,
+
+    /// File mode of the kubeconfig written by --write-kubeconfig, in octal (e.g. 644).
+    #[arg(long, env = "KRUST_KUBECONFIG_MODE", value_parser = parse_octal_mode)]
+    pub write_kubeconfig_mode: Option<u32>,
+
+    /// Where the cluster state lives. Default: embedded SQLite at
+    /// DATA_DIR/server/db/state.db. Accepts sqlite://PATH.
+    #[arg(short = 'E', long, env = "KRUST_DATASTORE_ENDPOINT")]
+    pub datastore_endpoint: Option<String>,
+
+    /// Do not run the node agent on this machine (there is no agent yet: accepted for k3s compatibility).
+    #[arg(long)]
+    pub disable_agent: bool,
+
+    /// Shared secret that agents will use to join; generated and stored when not given.
+    #[arg(short = 't', long, env = "KRUST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Extra hostname or IP to put in the serving certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "SAN")]
+    pub tls_san: Vec<String>,
+}
+
+/// Parses a Unix file mode written in octal, as k3s's `--write-kubeconfig-mode 644`.
+fn parse_octal_mode(s: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal file mode such as 644 or 0600"))?;
+    if mode > 0o7777 {
+        return Err(format!("{s:?} is out of range for a file mode"));
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal_modes_parse_like_chmod() {
+        assert_eq!(parse_octal_mode("644"), Ok(0o644));
+        assert_eq!(parse_octal_mode("0600"), Ok(0o600));
+        assert!(parse_octal_mode("999").is_err());
+        assert!(parse_octal_mode("77777").is_err());
+    }
+
+    #[test]
+    fn server_defaults_match_k3s() {
+        let cli = Cli::try_parse_from(["krust", "server"]).unwrap();
+        let Command::Server(args) = cli.command;
+        assert_eq!(args.data_dir, PathBuf::from("/var/lib/krust"));
+        assert_eq!(args.https_listen_port, 6443);
+        assert_eq!(args.bind_address.to_string(), "0.0.0.0");
+        assert!(args.tls_san.is_empty());
+    }
+
+    #[test]
+    fn repeatable_and_short_flags() {
+        let cli = Cli::try_parse_from([
+            "krust",
+            "server",
+            "-o",
+            "/tmp/k.yaml",
+            "--write-kubeconfig-mode",
+            "644",
+            "--tls-san",
+            "a.example",
+            "--tls-san",
+            "10.0.0.1",
+            "--disable-agent",
+        ])
+        .unwrap();
+        let Command::Server(args) = cli.command;
+        assert_eq!(args.write_kubeconfig, Some(PathBuf::from("/tmp/k.yaml")));
+        assert_eq!(args.write_kubeconfig_mode, Some(0o644));
+        assert_eq!(args.tls_san, vec!["a.example", "10.0.0.1"]);
+        assert!(args.disable_agent);
+    }
+}

@@ -1,0 +1,196 @@
+//! `krust server`: prepares the data dir (token, certificates, kubeconfig), opens the
+//! datastore, and serves the API until SIGINT or SIGTERM.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::ServerArgs;
+use crate::datastore::{self, Endpoint};
+use crate::files::ServerPaths;
+use crate::pki::{self, San};
+use crate::{kubeconfig, serve, token};
+
+/// Names every API server certificate covers, as k3s's: how clients on this machine and
+/// pods (through the `kubernetes` Service) reach it.
+const DEFAULT_SANS: &[&str] = &[
+    "localhost",
+    "127.0.0.1",
+    "::1",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
+
+/// Kubeconfigs hold the admin key: private unless `--write-kubeconfig-mode` says otherwise.
+const KUBECONFIG_MODE: u32 = 0o600;
+
+pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
+    let paths = ServerPaths::new(&args.data_dir);
+    tracing::info!(data_dir = %args.data_dir.display(), "starting krust server");
+    log_agent_choice(args.disable_agent);
+    token::ensure(&paths.token(), args.token.as_deref())?;
+
+    let pki = pki::ensure(&paths.tls(), &serving_sans(&args)).context("preparing certificates")?;
+    let url = client_url(args.bind_address, args.https_listen_port);
+    let kubeconfig_path = write_kubeconfigs(&args, &paths, &url, &pki)?;
+
+    let endpoint = Endpoint::parse(args.datastore_endpoint.as_deref(), &paths.default_db())?;
+    let backend = datastore::open(&endpoint).await?;
+    let router = apiserver::app(backend)
+        .await
+        .context("starting the API server")?;
+    let tls = serve::tls_config(&pki)?;
+
+    // Registered before serving so a SIGTERM sent right after "ready" is not lost.
+    let stop = stop_signal().context("installing signal handlers")?;
+    let addr = SocketAddr::new(args.bind_address, args.https_listen_port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!("Listening on https://{addr}");
+    tracing::info!(
+        "krust server ready in {}ms: {url}, kubeconfig at {}",
+        started.elapsed().as_millis(),
+        kubeconfig_path.display()
+    );
+    serve::serve(listener, tls, router, stop).await?;
+    tracing::info!("krust server stopped");
+    Ok(())
+}
+
+fn log_agent_choice(disable_agent: bool) {
+    if disable_agent {
+        tracing::info!("--disable-agent: running the control plane only");
+    } else {
+        tracing::info!(
+            "krust has no node agent yet: running the control plane only (pods will stay Pending)"
+        );
+    }
+}
+
+/// The names the serving certificate must cover: the defaults, this machine's hostname, the
+/// bind address when it is a specific one, and every `--tls-san`.
+fn serving_sans(args: &ServerArgs) -> BTreeSet<San> {
+    let mut names: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
+    names.extend(hostname());
+    if !args.bind_address.is_unspecified() {
+        names.push(args.bind_address.to_string());
+    }
+    names.extend(args.tls_san.iter().cloned());
+    names.iter().map(|n| San::parse(n)).collect()
+}
+
+/// This machine's hostname, when it is usable as a DNS name in a certificate.
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid.then_some(name)
+}
+
+/// The URL local clients use: loopback when listening on every address, as k3s writes.
+fn client_url(bind: IpAddr, port: u16) -> String {
+    let host = match bind {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    // SocketAddr's Display brackets IPv6 hosts, as URLs need.
+    format!("https://{}", SocketAddr::new(host, port))
+}
+
+/// Writes `DATA_DIR/server/cred/admin.kubeconfig` and, if asked, `--write-kubeconfig`.
+/// Returns the path to tell the person about: the one they asked for, else the default.
+fn write_kubeconfigs(
+    args: &ServerArgs,
+    paths: &ServerPaths,
+    url: &str,
+    pki: &pki::Pki,
+) -> anyhow::Result<PathBuf> {
+    let text = kubeconfig::render_admin(url, pki)?;
+    let mode = args.write_kubeconfig_mode.unwrap_or(KUBECONFIG_MODE);
+    let admin = paths.admin_kubeconfig();
+    match &args.write_kubeconfig {
+        Some(path) => {
+            kubeconfig::write(&admin, &text, KUBECONFIG_MODE)?;
+            kubeconfig::write(path, &text, mode)
+                .with_context(|| format!("--write-kubeconfig {}", path.display()))?;
+            Ok(path.clone())
+        }
+        // Like k3s, the mode applies to the default kubeconfig when no other path is given.
+        None => {
+            kubeconfig::write(&admin, &text, mode)?;
+            Ok(admin)
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> ServerArgs {
+        let mut argv = vec!["krust", "server"];
+        argv.extend_from_slice(extra);
+        let crate::cli::Command::Server(args) = crate::cli::Cli::parse_from(argv).command;
+        args
+    }
+
+    #[test]
+    fn urls_for_clients() {
+        assert_eq!(
+            client_url("0.0.0.0".parse().unwrap(), 6443),
+            "https://127.0.0.1:6443"
+        );
+        assert_eq!(
+            client_url("127.0.0.1".parse().unwrap(), 7000),
+            "https://127.0.0.1:7000"
+        );
+        assert_eq!(
+            client_url("::".parse().unwrap(), 6443),
+            "https://[::1]:6443"
+        );
+        assert_eq!(
+            client_url("fd00::5".parse().unwrap(), 6443),
+            "https://[fd00::5]:6443"
+        );
+    }
+
+    #[test]
+    fn sans_include_defaults_bind_address_and_extras() {
+        let sans = serving_sans(&args(&[
+            "--bind-address",
+            "10.0.0.7",
+            "--tls-san",
+            "API.example",
+        ]));
+        for name in DEFAULT_SANS.iter().chain(&["10.0.0.7", "api.example"]) {
+            assert!(sans.contains(&San::parse(name)), "{name}");
+        }
+        let sans = serving_sans(&args(&[]));
+        assert!(!sans.contains(&San::parse("0.0.0.0")));
+    }
+}
