@@ -76,8 +76,9 @@ pub(crate) struct Db {
 /// A watcher's key range and position, shared between its task and the writer.
 ///
 /// Invariant: every event in `range` with revision `<= pos` has been read out of the log by
-/// the watcher's task (and is queued, or about to be, for its consumer). The task raises `pos` after each read of the log; the writer raises it past
-/// writes outside the range (see [`Db::advance_watchers`]).
+/// the watcher's task (and is queued, or about to be, for its consumer). The task raises `pos`
+/// after each read of the log; the writer raises it past writes outside the range (see
+/// [`Db::advance_watchers`]).
 pub(crate) struct WatchPosition {
     pub(crate) range: KeyRange,
     pub(crate) pos: AtomicI64,

@@ -217,9 +217,9 @@ impl Req {
 
     fn selection(&self) -> ApiResult<Selection> {
         let labels = labels::parse(self.query.get("labelSelector").map(String::as_str).unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let fields = fields::parse(self.query.get("fieldSelector").map(String::as_str).unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let supported = self.store().kind.strategy.selectable_fields(&json!({}));
         for req in fields.requirements() {
             if !supported.contains_key(&req.0) {
