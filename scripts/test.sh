@@ -13,8 +13,10 @@ cd "$REPO"
 CARGO_ARGS=()
 if [ "${1:-}" = "--" ]; then shift; CARGO_ARGS=("$@"); fi
 
-echo "==> cargo test --workspace"
-cargo test --workspace "${CARGO_ARGS[@]}"
+# --no-fail-fast: one failing crate must not hide the results of the others.
+status=0
+echo "==> cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast "${CARGO_ARGS[@]}" || status=$?
 
 # Python tests drive a running cluster with the official client; they find their server
 # through conformance/conftest.py (which starts one) or $KUBECONFIG.
@@ -22,7 +24,8 @@ shopt -s nullglob
 py_tests=(conformance/test_*.py conformance/*_test.py tests/*.py)
 if [ "${#py_tests[@]}" -gt 0 ]; then
   echo "==> python3 -m pytest ${py_tests[*]}"
-  python3 -m pytest -q "${py_tests[@]}"
+  python3 -m pytest -q "${py_tests[@]}" || status=$?
 else
   echo "==> no python tests yet (conformance/test_*.py)"
 fi
+exit "$status"

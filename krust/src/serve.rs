@@ -26,8 +26,9 @@ use crate::pki::Pki;
 
 /// A client that opens a connection and never finishes the handshake must not hold a task forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections (e.g. watches) may take to finish once a stop is asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections may take to finish once a stop is asked for. Watches never
+/// finish on their own and clients re-establish them, so this only lets in-flight requests end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The TLS settings: our serving certificate, and client certificates checked against the
 /// client CA but not required, so that anonymous requests reach the router (which answers
