@@ -96,6 +96,9 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
     match (&parts.method, &req.t.name) {
         (&Method::GET, None) if flag(&req.query, "watch") => req.watch().await,
         (&Method::GET, None) => req.list().await,
+        (&Method::GET, Some(_)) if req.is_scale() => req.get_scale().await,
+        (&Method::PUT, Some(_)) if req.is_scale() => req.put_scale(read_body(body).await?).await,
+        (&Method::PATCH, Some(_)) if req.is_scale() => req.patch_scale(read_body(body).await?).await,
         (&Method::GET, Some(_)) => req.get().await,
         (&Method::POST, None) => req.create(read_body(body).await?).await,
         (&Method::PUT, Some(_)) => req.update(read_body(body).await?).await,
@@ -234,6 +237,45 @@ impl Req {
             return Err(ApiError::NoRoute);
         }
         Ok(())
+    }
+
+    fn is_scale(&self) -> bool {
+        self.t.subresource.as_deref() == Some("scale")
+    }
+
+    async fn get_scale(&self) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        let obj = self.store().get(self.ns(), self.name()).await?;
+        self.respond_plain(StatusCode::OK, &self.store().scale_of(&obj))
+    }
+
+    async fn put_scale(&self, body: Bytes) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        let wanted = self.parse_object(&body)?;
+        if wanted["kind"].as_str().is_some_and(|k| k != "Scale") {
+            return Err(ApiError::bad_request("the body of a scale update must be a Scale"));
+        }
+        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let scale = self.store().update_scale(&self.ctx, self.name(), &opts, |_| Ok(wanted.clone())).await?;
+        self.respond_plain(StatusCode::OK, &scale)
+    }
+
+    async fn patch_scale(&self, body: Bytes) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        let kind = patch::PatchKind::from_headers(&self.headers)?;
+        let doc = patch::parse(kind, &body)?;
+        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let scale = self.store().update_scale(&self.ctx, self.name(), &opts, |cur| patch::apply(kind, cur, &doc)).await?;
+        self.respond_plain(StatusCode::OK, &scale)
+    }
+
+    /// Responds with an object of another kind than the resource's (Scale): no Table form.
+    fn respond_plain(&self, code: StatusCode, obj: &Value) -> ApiResult<Response> {
+        let out = match self.output()? {
+            Output::Table => Output::Json,
+            other => other,
+        };
+        negotiate::encode(out, code, obj)
     }
 
     async fn get(&self) -> ApiResult<Response> {

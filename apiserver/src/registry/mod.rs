@@ -72,6 +72,7 @@ pub struct Kind {
 }
 
 pub mod list;
+pub mod scale;
 pub mod store;
 
 use std::sync::RwLock;

@@ -215,7 +215,12 @@ pub fn free_port() -> u16 {
 }
 
 pub fn kubectl_bin() -> String {
-    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into())
+    // The machine's /usr/bin/kubectl dispatches to a client matching the server's minor
+    // version; the target is kubectl 1.32, so pin it where the base image has it.
+    const PINNED: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+    std::env::var("KUBECTL").unwrap_or_else(|_| {
+        if std::path::Path::new(PINNED).exists() { PINNED.into() } else { "kubectl".into() }
+    })
 }
 
 pub fn text(bytes: &[u8]) -> String {
