@@ -4,12 +4,14 @@
 
 pub mod auth;
 pub mod error;
+pub mod fieldvalidation;
 pub mod kinds;
 pub mod registry;
 pub mod validation;
 pub mod handlers;
 pub mod meta;
 pub mod patch;
+pub mod protobuf;
 pub mod selectors;
 
 use std::sync::Arc;

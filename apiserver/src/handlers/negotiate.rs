@@ -64,25 +64,30 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// POST and PUT bodies must be JSON or YAML (upstream also takes protobuf; krust does not).
+/// Whether the body is JSON (the only format duplicate keys are checked in).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    matches!(content_type(headers).as_str(), "" | "application/json")
+}
+
+/// POST and PUT bodies must be JSON, YAML or Kubernetes protobuf (decoded to JSON).
 pub fn check_write_content_type(headers: &HeaderMap) -> ApiResult<()> {
     match content_type(headers).as_str() {
-        "" | "application/json" | "application/yaml" | "*/*" => Ok(()),
+        "" | "application/json" | "application/yaml" | "*/*" | crate::protobuf::MEDIA_TYPE => Ok(()),
         other => Err(ApiError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
         ))),
     }
 }
 
-/// Parses a JSON or YAML body; malformed input is 400.
+/// Parses a JSON, YAML or Kubernetes protobuf body; malformed input is 400.
 pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    let parsed = if content_type(headers) == "application/yaml" {
-        serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string())
-    } else {
-        serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())
+    let parsed = match content_type(headers).as_str() {
+        "application/yaml" => serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string()),
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
+        _ => serde_json::from_slice::<Value>(body).map_err(|e| e.to_string()),
     };
     parsed.map_err(|e| ApiError::bad_request(format!("the request body could not be decoded: {e}")))
 }

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
+use crate::fieldvalidation;
 use crate::handlers::discovery;
 use crate::handlers::negotiate::{self, Output};
 use crate::meta;
@@ -360,6 +361,25 @@ impl Req {
             .map_err(ApiError::internal)?)
     }
 
+    fn field_validation(&self) -> ApiResult<fieldvalidation::Mode> {
+        fieldvalidation::Mode::parse(self.query.get("fieldValidation").map(String::as_str))
+    }
+
+    /// Decodes a POST or PUT body into an object of the resource's kind, applying
+    /// `fieldValidation` to its unknown and duplicate fields. Returns the warnings to send.
+    fn decode_write(&self, body: &Bytes) -> ApiResult<(Value, Vec<String>)> {
+        let mode = self.field_validation()?;
+        let raw = self.parse_object(body)?;
+        let mut problems = if negotiate::is_json(&self.headers) {
+            fieldvalidation::parse_reporting_duplicates(body).map(|(_, d)| d).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let obj = self.store().decode_body(raw.clone())?;
+        problems.extend(fieldvalidation::unknown_fields(&raw, &obj));
+        Ok((obj, mode.enforce(problems)?))
+    }
+
     /// Parses a write body (JSON or YAML) into a JSON value.
     fn parse_object(&self, body: &Bytes) -> ApiResult<Value> {
         negotiate::check_write_content_type(&self.headers)?;
@@ -373,20 +393,22 @@ impl Req {
         if self.store().info().namespaced && self.ns().is_none() {
             return Err(ApiError::NoRoute);
         }
-        let obj = self.store().decode_body(self.parse_object(&body)?)?;
+        let (obj, mut warnings) = self.decode_write(&body)?;
         let opts = WriteOptions { dry_run: self.ctx.dry_run };
         let w = self.store().create(&self.ctx, obj, &opts).await?;
-        self.respond(StatusCode::CREATED, &w.object, &w.warnings)
+        warnings.extend(w.warnings);
+        self.respond(StatusCode::CREATED, &w.object, &warnings)
     }
 
     async fn update(&self, body: Bytes) -> ApiResult<Response> {
         self.check_namespace_param()?;
         let target = self.write_target()?;
-        let obj = self.store().decode_body(self.parse_object(&body)?)?;
+        let (obj, mut warnings) = self.decode_write(&body)?;
         let opts = WriteOptions { dry_run: self.ctx.dry_run };
         let w: Written = self.store().update(&self.ctx, self.name(), obj, target, &opts).await?;
         let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
-        self.respond(code, &w.object, &w.warnings)
+        warnings.extend(w.warnings);
+        self.respond(code, &w.object, &warnings)
     }
 
     async fn patch(&self, body: Bytes) -> ApiResult<Response> {
@@ -394,15 +416,23 @@ impl Req {
         let target = self.write_target()?;
         let kind = patch::PatchKind::from_headers(&self.headers)?;
         let patch_doc = patch::parse(kind, &body)?;
+        let mode = self.field_validation()?;
+        let duplicates = fieldvalidation::parse_reporting_duplicates(&body).map(|(_, d)| d).unwrap_or_default();
         let opts = WriteOptions { dry_run: self.ctx.dry_run };
         let store = self.store();
+        let mut warnings = Vec::new();
         let w = store
             .guaranteed_update(&self.ctx, self.name(), target, &opts, |current| {
                 let patched = patch::apply(kind, current, &patch_doc)?;
-                store.decode_body(patched)
+                let normalized = store.decode_body(patched.clone())?;
+                let mut problems = duplicates.clone();
+                problems.extend(fieldvalidation::unknown_fields(&patched, &normalized));
+                warnings = mode.enforce(problems)?;
+                Ok(normalized)
             })
             .await?;
-        self.respond(StatusCode::OK, &w.object, &w.warnings)
+        warnings.extend(w.warnings);
+        self.respond(StatusCode::OK, &w.object, &warnings)
     }
 
     fn delete_options(&self, body: &Bytes) -> ApiResult<DeleteOptions> {

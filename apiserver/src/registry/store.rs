@@ -111,7 +111,12 @@ impl GenericStore {
 
     /// Turns a stored key-value into the API object, stamping its resourceVersion.
     pub fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
-        decode_at(&kv.value, kv.mod_revision)
+        decode_at(&kv.value, kv.mod_revision).map(|o| self.kind.strategy.from_storage(o))
+    }
+
+    /// Turns an object into stored bytes, in the storage version.
+    fn encode(&self, obj: &Value) -> ApiResult<Vec<u8>> {
+        encode(&self.kind.strategy.to_storage(obj.clone()))
     }
 
     /// Decodes a request body into an object of this kind: checks apiVersion and kind, then
@@ -154,12 +159,16 @@ impl GenericStore {
             self.check_namespace_open(meta::namespace(&obj).unwrap_or_default(), meta::name(&obj)).await?;
         }
         let name = meta::name(&obj).to_string();
+        let key = self.key(meta::namespace(&obj), &name);
         if opts.dry_run {
+            // A dry run goes as far as a real create would: an existing object is a 409.
+            if self.backend.get(&key, 0).await?.1.is_some() {
+                return Err(ApiError::AlreadyExists { group: self.info().group.clone(), kind: self.info().plural.clone(), name });
+            }
             return Ok(Written { object: obj, warnings, created: true });
         }
-        let key = self.key(meta::namespace(&obj), &name);
         let lease = self.lease_for_new_object().await?;
-        match self.backend.create(&key, encode(&obj)?, lease).await {
+        match self.backend.create(&key, self.encode(&obj)?, lease).await {
             Ok(rev) => {
                 meta::set(&mut obj, "resourceVersion", json!(rev.to_string()));
                 Ok(Written { object: obj, warnings, created: true })
@@ -256,7 +265,8 @@ impl GenericStore {
             for (k, v) in labels {
                 validation::push_invalid(&mut errs, "metadata.labels", k, validation::qualified_name(k));
                 let v = v.as_str().unwrap_or_default();
-                validation::push_invalid(&mut errs, &format!("metadata.labels[{k}]"), v, validation::label_value(v));
+                // Upstream's ValidateLabels reports keys and values at the same path.
+                validation::push_invalid(&mut errs, "metadata.labels", v, validation::label_value(v));
             }
         }
         if let Some(annotations) = m["annotations"].as_object() {
@@ -362,7 +372,7 @@ impl GenericStore {
             if opts.dry_run {
                 return Ok(Written { object: new, warnings, created: false });
             }
-            let out = self.backend.update(&key, encode(&new)?, kv.mod_revision, kv.lease).await?;
+            let out = self.backend.update(&key, self.encode(&new)?, kv.mod_revision, kv.lease).await?;
             if !out.succeeded {
                 continue;
             }
@@ -466,7 +476,7 @@ impl GenericStore {
                 if opts.dry_run {
                     return Ok(Deleted { object: obj, gone: false });
                 }
-                let out = self.backend.update(&key, encode(&obj)?, kv.mod_revision, kv.lease).await?;
+                let out = self.backend.update(&key, self.encode(&obj)?, kv.mod_revision, kv.lease).await?;
                 if !out.succeeded {
                     continue;
                 }

@@ -133,6 +133,17 @@ pub trait Strategy: Send + Sync + 'static {
         default_fields(obj)
     }
 
+    /// Converts an object of this (served) version into the group-resource's storage
+    /// version before it is written. Identity unless several versions share one store.
+    fn to_storage(&self, obj: Value) -> Value {
+        obj
+    }
+
+    /// Converts a stored object into this served version after it is read.
+    fn from_storage(&self, obj: Value) -> Value {
+        obj
+    }
+
     /// Table columns (`kubectl get`), the first being Name.
     fn columns(&self) -> Vec<Column> {
         vec![table::name_column(), table::age_column()]
