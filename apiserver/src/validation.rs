@@ -15,6 +15,7 @@ pub enum ErrorKind {
     Forbidden,
     TooLong,
     TooMany,
+    NotFound,
 }
 
 impl ErrorKind {
@@ -28,6 +29,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "FieldValueForbidden",
             ErrorKind::TooLong => "FieldValueTooLong",
             ErrorKind::TooMany => "FieldValueTooMany",
+            ErrorKind::NotFound => "FieldValueNotFound",
         }
     }
     fn label(self) -> &'static str {
@@ -39,6 +41,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "Forbidden",
             ErrorKind::TooLong => "Too long",
             ErrorKind::TooMany => "Too many",
+            ErrorKind::NotFound => "Not found",
         }
     }
 }
@@ -74,6 +77,10 @@ impl FieldError {
     pub fn duplicate(field: impl Into<String>, value: impl Into<Value>) -> Self {
         FieldError { kind: ErrorKind::Duplicate, field: field.into(), value: Some(value.into()), detail: String::new() }
     }
+    /// A reference to something that does not exist (`Not found: "x"`).
+    pub fn not_found(field: impl Into<String>, value: impl Into<Value>) -> Self {
+        FieldError { kind: ErrorKind::NotFound, field: field.into(), value: Some(value.into()), detail: String::new() }
+    }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError { kind: ErrorKind::Forbidden, field: field.into(), value: None, detail: detail.into() }
     }
@@ -90,7 +97,7 @@ impl FieldError {
     pub fn message(&self) -> String {
         let mut s = self.kind.label().to_string();
         if let Some(v) = &self.value {
-            if matches!(self.kind, ErrorKind::Invalid | ErrorKind::NotSupported | ErrorKind::Duplicate) {
+            if matches!(self.kind, ErrorKind::Invalid | ErrorKind::NotSupported | ErrorKind::Duplicate | ErrorKind::NotFound) {
                 let shown = match v {
                     Value::String(s) => format!("{s:?}"),
                     Value::Null => "null".to_string(),

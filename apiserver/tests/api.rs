@@ -118,8 +118,10 @@ async fn error_codes() {
     assert_eq!(st["details"]["causes"][0]["field"], "metadata.name");
     let (s, _, st) = h.send(Harness::request("POST", CMS, "application/json", "{not json")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{st}");
-    let (s, _, _) = h.send(Harness::request("POST", CMS, "application/vnd.kubernetes.protobuf", "x")).await;
+    let (s, _, _) = h.send(Harness::request("POST", CMS, "text/plain", "x")).await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _, _) = h.send(Harness::request("POST", CMS, "application/vnd.kubernetes.protobuf", "not protobuf")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     let big = "x".repeat(4 * 1024 * 1024);
     let (s, _, st) = h.send(Harness::request("POST", CMS, "application/json", big)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{st}");
@@ -320,4 +322,74 @@ async fn aggregated_discovery_and_tables() {
     assert_eq!(table["columnDefinitions"][0]["name"], "Name");
     assert_eq!(table["rows"][0]["cells"][0], "t");
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+}
+
+#[tokio::test]
+async fn field_validation_strict_warn_ignore() {
+    let h = Harness::new().await;
+    let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"fv","name":"fv"},"data":{"a":"1"},"dta":{}}"#;
+    let (s, _, st) = h.send(Harness::request("POST", &format!("{CMS}?fieldValidation=Strict"), "application/json", body)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{st}");
+    let msg = st["message"].as_str().unwrap();
+    assert!(msg.contains("strict decoding error") && msg.contains("unknown field \"dta\"") && msg.contains("duplicate field \"metadata.name\""), "{msg}");
+    let (s, _) = h.call("GET", &format!("{CMS}/fv"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a rejected create stores nothing");
+    let (s, headers, obj) = h.send(Harness::request("POST", &format!("{CMS}?fieldValidation=Warn"), "application/json", body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{obj}");
+    let warnings: Vec<_> = headers.get_all(header::WARNING).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    assert!(warnings.iter().any(|w| w.contains("unknown field \\\"dta\\\"")), "{warnings:?}");
+    assert!(obj.get("dta").is_none(), "unknown fields are dropped");
+    let (s, headers, _) = h
+        .send(Harness::request("PATCH", &format!("{CMS}/fv?fieldValidation=Ignore"), "application/merge-patch+json", r#"{"bogus":1}"#))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers.get(header::WARNING).is_none());
+    let (s, _, _) = h
+        .send(Harness::request("PATCH", &format!("{CMS}/fv?fieldValidation=Strict"), "application/merge-patch+json", r#"{"bogus":1}"#))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h.call("POST", &format!("{CMS}?fieldValidation=Sometimes"), Some(cm("x", json!({})))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_replicas() {
+    let h = Harness::new().await;
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "d"}},
+                 "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    let (s, created) = h.call("POST", "/apis/apps/v1/namespaces/default/deployments", Some(deploy)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let path = "/apis/apps/v1/namespaces/default/deployments/d/scale";
+    let (s, scale) = h.call("GET", path, None).await;
+    assert_eq!(s, StatusCode::OK, "{scale}");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=d");
+    let (s, scale) = h.patch(path, "application/merge-patch+json", json!({"spec": {"replicas": 5}})).await;
+    assert_eq!(s, StatusCode::OK, "{scale}");
+    let (_, d) = h.call("GET", "/apis/apps/v1/namespaces/default/deployments/d", None).await;
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["metadata"]["generation"], 2);
+    let mut stale = scale.clone();
+    stale["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+    let (s, _) = h.call("PUT", path, Some(stale)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = h.patch(path, "application/merge-patch+json", json!({"spec": {"replicas": -1}})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn hpa_is_served_in_v1_and_v2_from_one_store() {
+    let h = Harness::new().await;
+    let hpa = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 4, "targetCPUUtilizationPercentage": 60}});
+    let (s, v1) = h.call("POST", "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers", Some(hpa)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v1}");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+    let (s, v2) = h.call("GET", "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/h", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 60);
+    assert_eq!(v2["metadata"]["resourceVersion"], v1["metadata"]["resourceVersion"]);
 }

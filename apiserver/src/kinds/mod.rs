@@ -2,6 +2,34 @@
 //! has rules of its own) one file holding its strategy. Routes, discovery and storage all
 //! come from this table.
 
+pub mod common;
+pub mod podspec;
+pub mod workload;
+pub mod pod;
+pub mod service;
+pub mod namespace;
+pub mod node;
+pub mod configmap;
+pub mod secret;
+pub mod serviceaccount;
+pub mod deployment;
+pub mod replicaset;
+pub mod replicationcontroller;
+pub mod statefulset;
+pub mod daemonset;
+pub mod volume;
+pub mod job;
+pub mod cronjob;
+pub mod event;
+pub mod rbac;
+pub mod lease;
+pub mod endpoints;
+pub mod podtemplate;
+pub mod hpa;
+pub mod hpa_v1;
+pub mod pdb;
+pub mod ingress;
+
 use std::sync::Arc;
 
 use k8s_openapi::api;
@@ -56,54 +84,55 @@ where
 
 const ALL: &[&str] = &["all"];
 const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
 
 /// Every built-in kind, in discovery order.
 pub fn all() -> Vec<Kind> {
     use api::core::v1 as core;
     vec![
         // core/v1
-        typed::<core::Namespace>(Plain, &["ns"], &[], &["status"]),
-        typed::<core::Pod>(Plain, &["po"], ALL, STATUS),
-        typed::<core::Service>(Plain, &["svc"], ALL, STATUS),
-        typed::<core::Endpoints>(Plain, &["ep"], &[], &[]),
-        typed::<core::ConfigMap>(Plain, &["cm"], &[], &[]),
-        typed::<core::Secret>(Plain, &[], &[], &[]),
-        typed::<core::ServiceAccount>(Plain, &["sa"], &[], &[]),
-        typed::<core::Event>(Plain, &["ev"], &[], &[]),
-        typed::<core::Node>(Plain, &["no"], &[], STATUS),
-        typed::<core::PersistentVolume>(Plain, &["pv"], &[], STATUS),
-        typed::<core::PersistentVolumeClaim>(Plain, &["pvc"], &[], STATUS),
+        typed::<core::Namespace>(namespace::NamespaceStrategy, &["ns"], &[], &["status"]),
+        typed::<core::Pod>(pod::PodStrategy, &["po"], ALL, STATUS),
+        typed::<core::Service>(service::ServiceStrategy, &["svc"], ALL, STATUS),
+        typed::<core::Endpoints>(endpoints::EndpointsStrategy, &["ep"], &[], &[]),
+        typed::<core::ConfigMap>(configmap::ConfigMapStrategy, &["cm"], &[], &[]),
+        typed::<core::Secret>(secret::SecretStrategy, &[], &[], &[]),
+        typed::<core::ServiceAccount>(serviceaccount::ServiceAccountStrategy, &["sa"], &[], &[]),
+        typed::<core::Event>(event::EventStrategy, &["ev"], &[], &[]),
+        typed::<core::Node>(node::NodeStrategy, &["no"], &[], STATUS),
+        typed::<core::PersistentVolume>(volume::PersistentVolumeStrategy, &["pv"], &[], STATUS),
+        typed::<core::PersistentVolumeClaim>(volume::PersistentVolumeClaimStrategy, &["pvc"], &[], STATUS),
         typed::<core::LimitRange>(Plain, &["limits"], &[], &[]),
         typed::<core::ResourceQuota>(Plain, &["quota"], &[], STATUS),
-        typed::<core::ReplicationController>(Plain, &["rc"], ALL, STATUS),
-        typed::<core::PodTemplate>(Plain, &[], &[], &[]),
+        typed::<core::ReplicationController>(replicationcontroller::ReplicationControllerStrategy, &["rc"], ALL, STATUS_SCALE),
+        typed::<core::PodTemplate>(podtemplate::PodTemplateStrategy, &[], &[], &[]),
         // apps/v1
-        typed::<api::apps::v1::Deployment>(Plain, &["deploy"], ALL, STATUS),
-        typed::<api::apps::v1::ReplicaSet>(Plain, &["rs"], ALL, STATUS),
-        typed::<api::apps::v1::StatefulSet>(Plain, &["sts"], ALL, STATUS),
-        typed::<api::apps::v1::DaemonSet>(Plain, &["ds"], ALL, STATUS),
+        typed::<api::apps::v1::Deployment>(deployment::DeploymentStrategy, &["deploy"], ALL, STATUS_SCALE),
+        typed::<api::apps::v1::ReplicaSet>(replicaset::ReplicaSetStrategy, &["rs"], ALL, STATUS_SCALE),
+        typed::<api::apps::v1::StatefulSet>(statefulset::StatefulSetStrategy, &["sts"], ALL, STATUS_SCALE),
+        typed::<api::apps::v1::DaemonSet>(daemonset::DaemonSetStrategy, &["ds"], ALL, STATUS),
         typed::<api::apps::v1::ControllerRevision>(Plain, &[], &[], &[]),
         // batch/v1
-        typed::<api::batch::v1::Job>(Plain, &[], ALL, STATUS),
-        typed::<api::batch::v1::CronJob>(Plain, &["cj"], ALL, STATUS),
+        typed::<api::batch::v1::Job>(job::JobStrategy, &[], ALL, STATUS),
+        typed::<api::batch::v1::CronJob>(cronjob::CronJobStrategy, &["cj"], ALL, STATUS),
         // autoscaling
-        typed::<api::autoscaling::v2::HorizontalPodAutoscaler>(Plain, &["hpa"], ALL, STATUS),
-        typed::<api::autoscaling::v1::HorizontalPodAutoscaler>(Plain, &["hpa"], ALL, STATUS),
+        typed::<api::autoscaling::v2::HorizontalPodAutoscaler>(hpa::HpaStrategy, &["hpa"], ALL, STATUS),
+        typed::<api::autoscaling::v1::HorizontalPodAutoscaler>(hpa::HpaV1Strategy, &["hpa"], ALL, STATUS),
         // coordination, discovery, events
-        typed::<api::coordination::v1::Lease>(Plain, &[], &[], &[]),
-        typed::<api::discovery::v1::EndpointSlice>(Plain, &[], &[], &[]),
-        typed::<api::events::v1::Event>(Plain, &["ev"], &[], &[]),
+        typed::<api::coordination::v1::Lease>(lease::LeaseStrategy, &[], &[], &[]),
+        typed::<api::discovery::v1::EndpointSlice>(endpoints::EndpointSliceStrategy, &[], &[], &[]),
+        typed::<api::events::v1::Event>(event::EventsV1Strategy, &["ev"], &[], &[]),
         // rbac
-        typed::<api::rbac::v1::Role>(Plain, &[], &[], &[]),
-        typed::<api::rbac::v1::RoleBinding>(Plain, &[], &[], &[]),
-        typed::<api::rbac::v1::ClusterRole>(Plain, &[], &[], &[]),
-        typed::<api::rbac::v1::ClusterRoleBinding>(Plain, &[], &[], &[]),
+        typed::<api::rbac::v1::Role>(rbac::RoleStrategy, &[], &[], &[]),
+        typed::<api::rbac::v1::RoleBinding>(rbac::RoleBindingStrategy, &[], &[], &[]),
+        typed::<api::rbac::v1::ClusterRole>(rbac::ClusterRoleStrategy, &[], &[], &[]),
+        typed::<api::rbac::v1::ClusterRoleBinding>(rbac::ClusterRoleBindingStrategy, &[], &[], &[]),
         // networking
         typed::<api::networking::v1::NetworkPolicy>(Plain, &["netpol"], &[], &[]),
-        typed::<api::networking::v1::Ingress>(Plain, &["ing"], &[], STATUS),
+        typed::<api::networking::v1::Ingress>(ingress::IngressStrategy, &["ing"], &[], STATUS),
         typed::<api::networking::v1::IngressClass>(Plain, &[], &[], &[]),
         // policy
-        typed::<api::policy::v1::PodDisruptionBudget>(Plain, &["pdb"], &[], STATUS),
+        typed::<api::policy::v1::PodDisruptionBudget>(pdb::PdbStrategy, &["pdb"], &[], STATUS),
         // storage
         typed::<api::storage::v1::StorageClass>(Plain, &["sc"], &[], &[]),
         typed::<api::storage::v1::CSIDriver>(Plain, &[], &[], &[]),

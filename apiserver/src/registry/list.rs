@@ -101,12 +101,18 @@ pub fn parse_rv(rv: Option<&str>) -> ApiResult<Option<i64>> {
     }
 }
 
+/// Upstream's 410 for a revision older than the oldest kept one (the watch cache's wording:
+/// the requested revision, then the newest one no longer readable).
+fn too_old(requested: i64, compacted: i64) -> ApiError {
+    ApiError::Expired(format!("too old resource version: {requested} ({})", compacted - 1))
+}
+
 fn compacted_list_error(e: StoreError, continuing: bool) -> ApiError {
     match e {
         StoreError::Compacted { .. } if continuing => ApiError::Expired(
             "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
         ),
-        StoreError::Compacted { requested, .. } => ApiError::Expired(format!("too old resource version: {requested}")),
+        StoreError::Compacted { requested, compacted } => too_old(requested, compacted),
         StoreError::FutureRevision { requested, current } => {
             ApiError::Timeout(format!("Too large resource version: {requested}, current: {current}"))
         }
@@ -221,8 +227,8 @@ impl GenericStore {
         let prefix = self.prefix(namespace);
         let store_stream = match self.backend.watch(&prefix, start_rev).await {
             Ok(s) => s,
-            Err(StoreError::Compacted { .. }) => {
-                let err = ApiError::Expired(format!("too old resource version: {} ", start_rev - 1));
+            Err(StoreError::Compacted { compacted, .. }) => {
+                let err = too_old(start_rev - 1, compacted);
                 let event = WatchEvent { kind: "ERROR", object: err.to_status() };
                 return Ok(futures::stream::iter(vec![event]).boxed());
             }
@@ -313,7 +319,7 @@ impl WatchTask {
             Ok(b) => b,
             Err(e) => {
                 let err = match e {
-                    StoreError::Compacted { requested, .. } => ApiError::Expired(format!("too old resource version: {requested}")),
+                    StoreError::Compacted { requested, compacted } => too_old(requested, compacted),
                     other => other.into(),
                 };
                 let _ = tx.send(WatchEvent { kind: "ERROR", object: err.to_status() }).await;
