@@ -157,7 +157,8 @@ mod tests {
         new["spec"]["updateStrategy"]["rollingUpdate"]["maxSurge"] = json!(1);
         let errs = DaemonSetStrategy.validate_update(&ctx, &new, &ds);
         assert_eq!(errs[0].to_string(), "spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero");
-        let names: Vec<&str> = DaemonSetStrategy.columns().iter().map(|c| c.name).collect();
+        let cols = DaemonSetStrategy.columns();
+        let names: Vec<&str> = cols.iter().map(|c| c.name.as_ref()).collect();
         assert_eq!(names, ["Name", "Desired", "Current", "Ready", "Up-to-date", "Available", "Node Selector", "Age", "Containers", "Images", "Selector"]);
     }
 }

@@ -157,7 +157,7 @@ mod tests {
         DeploymentStrategy.apply_defaults(&mut d);
         d["status"] = json!({"readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
         let cols = DeploymentStrategy.columns();
-        let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
+        let names: Vec<&str> = cols.iter().map(|c| c.name.as_ref()).collect();
         assert_eq!(names, ["Name", "Ready", "Up-to-date", "Available", "Age", "Containers", "Images", "Selector"]);
         let cells: Vec<Value> = cols.iter().map(|c| (c.cell)(&d)).collect();
         assert_eq!(cells[1], "1/1");

@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(f["spec.hostNetwork"], "false");
         assert_eq!(PodStrategy.selectable_fields(&json!({})).len(), f.len());
         let cols = PodStrategy.columns();
-        let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
+        let names: Vec<&str> = cols.iter().map(|c| c.name.as_ref()).collect();
         assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]);
         p["status"]["phase"] = json!("Running");
         p["status"]["containerStatuses"] = json!([{"name": "c", "ready": true, "restartCount": 0, "state": {"running": {}}}]);

@@ -111,7 +111,7 @@ fn role_columns() -> Vec<Column> {
     vec![
         table::name_column(),
         Column {
-            description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
             ..Column::new("Created At", "date", |o| o["metadata"]["creationTimestamp"].clone())
         },
     ]

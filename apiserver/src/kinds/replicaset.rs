@@ -94,7 +94,8 @@ mod tests {
         let errs = ReplicaSetStrategy.validate(&ctx, &bad);
         assert_eq!(errs[0].to_string(), "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"");
         assert_eq!(ReplicaSetStrategy.selectable_fields(&rs)["status.replicas"], "0");
-        let names: Vec<&str> = ReplicaSetStrategy.columns().iter().map(|c| c.name).collect();
+        let cols = ReplicaSetStrategy.columns();
+        let names: Vec<&str> = cols.iter().map(|c| c.name.as_ref()).collect();
         assert_eq!(names, ["Name", "Desired", "Current", "Ready", "Age", "Containers", "Images", "Selector"]);
     }
 }

@@ -1,23 +1,30 @@
 //! Server-side printing: `meta.k8s.io/v1` Table output for `kubectl get`.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde_json::{json, Value};
+
+/// How a cell is computed from an object. Shared so custom resources' columns can carry
+/// their JSONPath.
+pub type CellFn = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
 
 /// One Table column: its definition and how to compute a cell from an object.
 #[derive(Clone)]
 pub struct Column {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// OpenAPI type: `string`, `integer`, `number`, `boolean`, `date`.
-    pub type_: &'static str,
-    pub format: &'static str,
-    pub description: &'static str,
+    pub type_: Cow<'static, str>,
+    pub format: Cow<'static, str>,
+    pub description: Cow<'static, str>,
     /// 0 = shown by default, 1 = only with `-o wide`.
     pub priority: i32,
-    pub cell: fn(&Value) -> Value,
+    pub cell: CellFn,
 }
 
 impl Column {
-    pub fn new(name: &'static str, type_: &'static str, cell: fn(&Value) -> Value) -> Self {
-        Column { name, type_, format: "", description: "", priority: 0, cell }
+    pub fn new(name: impl Into<Cow<'static, str>>, type_: impl Into<Cow<'static, str>>, cell: impl Fn(&Value) -> Value + Send + Sync + 'static) -> Self {
+        Column { name: name.into(), type_: type_.into(), format: "".into(), description: "".into(), priority: 0, cell: Arc::new(cell) }
     }
     /// Shown only with `-o wide`.
     pub fn wide(mut self) -> Self {
@@ -38,24 +45,17 @@ impl Column {
 /// The Name column every table starts with.
 pub fn name_column() -> Column {
     Column {
-        name: "Name",
-        type_: "string",
-        format: "name",
-        description: "Name must be unique within a namespace.",
-        priority: 0,
-        cell: |o| o["metadata"]["name"].clone(),
+        format: "name".into(),
+        description: "Name must be unique within a namespace.".into(),
+        ..Column::new("Name", "string", |o| o["metadata"]["name"].clone())
     }
 }
 
 /// Age, from `creationTimestamp`, rendered as upstream's short duration (`5m`, `3d`).
 pub fn age_column() -> Column {
     Column {
-        name: "Age",
-        type_: "string",
-        format: "",
-        description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
-        priority: 0,
-        cell: |o| json!(age(&o["metadata"]["creationTimestamp"])),
+        description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
+        ..Column::new("Age", "string", |o| json!(age(&o["metadata"]["creationTimestamp"])))
     }
 }
 
