@@ -3,6 +3,7 @@
 //! (`kine_sqlite::Backend`).
 
 pub mod auth;
+pub mod crd;
 pub mod error;
 pub mod fieldvalidation;
 pub mod kinds;
@@ -45,6 +46,7 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 pub async fn app(backend: Arc<dyn Backend>) -> anyhow::Result<axum::Router> {
     let registry = Arc::new(Registry::new(kinds::all(), backend));
     bootstrap(&registry).await?;
+    // CRDS-WIRING
     let state = AppState { registry, bookmark_interval: Duration::from_secs(10) };
     Ok(router(state))
 }

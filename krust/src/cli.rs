@@ -66,6 +66,14 @@ pub struct ServerArgs {
     /// Extra hostname or IP to put in the serving certificate (repeatable).
     #[arg(long = "tls-san", value_name = "SAN")]
     pub tls_san: Vec<String>,
+
+    /// Seconds between datastore compactions (kine's default: 5 minutes). Hidden: for tests.
+    #[arg(long, hide = true, default_value_t = 300)]
+    pub datastore_compact_interval: u64,
+
+    /// Revisions of history kept by each compaction (kine's default: 1000). Hidden: for tests.
+    #[arg(long, hide = true, default_value_t = 1000)]
+    pub datastore_compact_retain: i64,
 }
 
 /// Parses a Unix file mode written in octal, as k3s's `--write-kubeconfig-mode 644`.
@@ -98,6 +106,8 @@ mod tests {
         assert_eq!(args.https_listen_port, 6443);
         assert_eq!(args.bind_address.to_string(), "0.0.0.0");
         assert!(args.tls_san.is_empty());
+        assert_eq!(args.datastore_compact_interval, 300);
+        assert_eq!(args.datastore_compact_retain, 1000);
     }
 
     #[test]

@@ -7,10 +7,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use kine_sqlite::{Backend, SqliteBackend};
 
-/// kine's defaults: compact every 5 minutes, keeping the last 1000 revisions of history
-/// so that watchers a little behind can still resume.
-const COMPACT_INTERVAL: Duration = Duration::from_secs(300);
-const COMPACT_KEEP: i64 = 1000;
+/// How often the datastore compacts and how many revisions of history it keeps; kine's
+/// defaults are every 5 minutes, keeping the last 1000 revisions so that watchers a little
+/// behind can still resume (`--datastore-compact-interval`, `--datastore-compact-retain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    pub interval: Duration,
+    pub keep: i64,
+}
 
 /// A parsed `--datastore-endpoint`.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,7 +51,7 @@ impl Endpoint {
 }
 
 /// Opens the datastore and starts its background compaction.
-pub async fn open(endpoint: &Endpoint) -> anyhow::Result<Arc<dyn Backend>> {
+pub async fn open(endpoint: &Endpoint, compaction: Compaction) -> anyhow::Result<Arc<dyn Backend>> {
     match endpoint {
         Endpoint::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -58,7 +62,7 @@ pub async fn open(endpoint: &Endpoint) -> anyhow::Result<Arc<dyn Backend>> {
                 .await
                 .with_context(|| format!("opening SQLite datastore {}", path.display()))?;
             // The task holds only a weak reference; it stops when the store is dropped.
-            store.spawn_compactor(COMPACT_INTERVAL, COMPACT_KEEP);
+            store.spawn_compactor(compaction.interval, compaction.keep);
             Ok(store)
         }
     }

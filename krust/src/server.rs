@@ -42,7 +42,11 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     let kubeconfig_path = write_kubeconfigs(&args, &paths, &url, &pki)?;
 
     let endpoint = Endpoint::parse(args.datastore_endpoint.as_deref(), &paths.default_db())?;
-    let backend = datastore::open(&endpoint).await?;
+    let compaction = datastore::Compaction {
+        interval: std::time::Duration::from_secs(args.datastore_compact_interval.max(1)),
+        keep: args.datastore_compact_retain.max(0),
+    };
+    let backend = datastore::open(&endpoint, compaction).await?;
     let router = apiserver::app(backend)
         .await
         .context("starting the API server")?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use strategy::{NameRule, Plain, ReqCtx, Strategy};
+pub use strategy::{NameRule, Plain, ReqCtx, ScalePaths, Strategy};
 
 /// Names and scope of one served resource, as discovery reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +75,7 @@ pub mod list;
 pub mod scale;
 pub mod store;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use kine_sqlite::Backend;
@@ -86,12 +87,47 @@ use store::GenericStore;
 pub struct Registry {
     stores: RwLock<Vec<Arc<GenericStore>>>,
     backend: Arc<dyn Backend>,
+    /// Bumped whenever the set of served resources changes (custom resources).
+    generation: AtomicU64,
 }
 
 impl Registry {
     pub fn new(kinds: Vec<Kind>, backend: Arc<dyn Backend>) -> Self {
         let stores = kinds.into_iter().map(|k| Arc::new(GenericStore::new(k, backend.clone()))).collect();
-        Registry { stores: RwLock::new(stores), backend }
+        Registry { stores: RwLock::new(stores), backend, generation: AtomicU64::new(0) }
+    }
+
+    /// Changes whenever resources are added or removed, so caches derived from the set of
+    /// resources (discovery, OpenAPI) know to rebuild.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Serves the versions of a custom resource (`group`/`plural`), replacing what was
+    /// served for it before. Built-in resources are never replaced.
+    pub fn set_custom(&self, group: &str, plural: &str, kinds: Vec<Kind>) {
+        let mut stores = self.stores.write().expect("registry lock");
+        if stores.iter().any(|s| s.info().group == group && s.info().plural == plural && s.kind.normalize.is_some()) {
+            tracing::warn!(group, plural, "a custom resource may not replace a built-in one");
+            return;
+        }
+        let unchanged = {
+            let old: Vec<_> = stores.iter().filter(|s| s.info().group == group && s.info().plural == plural).map(|s| s.info().clone()).collect();
+            old == kinds.iter().map(|k| k.info.clone()).collect::<Vec<_>>()
+        };
+        stores.retain(|s| !(s.info().group == group && s.info().plural == plural));
+        stores.extend(kinds.into_iter().map(|k| Arc::new(GenericStore::new(k, self.backend.clone()))));
+        if !unchanged {
+            tracing::info!(group, plural, "serving custom resource");
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Stops serving a custom resource.
+    pub fn remove_custom(&self, group: &str, plural: &str) {
+        let mut stores = self.stores.write().expect("registry lock");
+        stores.retain(|s| !(s.info().group == group && s.info().plural == plural && s.kind.normalize.is_none()));
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

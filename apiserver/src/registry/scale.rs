@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::crd::jsonpath;
 use crate::error::{ApiError, ApiResult};
 use crate::meta;
 use crate::registry::store::{GenericStore, Target, WriteOptions};
@@ -14,6 +15,9 @@ impl GenericStore {
     /// The Scale view of an object: desired and current replicas and the pod selector.
     pub fn scale_of(&self, obj: &Value) -> Value {
         let m = &obj["metadata"];
+        let paths = self.kind.strategy.scale_paths();
+        let first = |path: &str| jsonpath::eval(obj, path).into_iter().next().unwrap_or(Value::Null);
+        let selector = paths.label_selector.as_deref().map(|p| selector_string(&first(p))).unwrap_or_default();
         json!({
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
@@ -24,10 +28,10 @@ impl GenericStore {
                 "resourceVersion": m["resourceVersion"],
                 "creationTimestamp": m["creationTimestamp"],
             },
-            "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+            "spec": {"replicas": first(&paths.spec_replicas).as_i64().unwrap_or(0)},
             "status": {
-                "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
-                "selector": selector_string(&obj["spec"]["selector"]),
+                "replicas": first(&paths.status_replicas).as_i64().unwrap_or(0),
+                "selector": selector,
             },
         })
     }
@@ -51,7 +55,7 @@ impl GenericStore {
                     });
                 }
                 let mut next = parent.clone();
-                next["spec"]["replicas"] = json!(replicas);
+                jsonpath::set(&mut next, &self.kind.strategy.scale_paths().spec_replicas, json!(replicas));
                 match meta::resource_version(&wanted) {
                     Some(rv) => meta::set(&mut next, "resourceVersion", json!(rv)),
                     None => meta::remove(&mut next, "resourceVersion"),
@@ -66,6 +70,9 @@ impl GenericStore {
 /// A selector as the string form Scale reports: from a LabelSelector (apps kinds) or a
 /// plain label map (ReplicationController).
 fn selector_string(sel: &Value) -> String {
+    if let Some(s) = sel.as_str() {
+        return s.to_string();
+    }
     if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some() {
         return labels::from_label_selector_json(sel).map(|s| s.to_string()).unwrap_or_default();
     }

@@ -141,7 +141,7 @@ impl GenericStore {
             Some(normalize) => normalize(body).map_err(|e| {
                 ApiError::bad_request(format!("error decoding {} body: {e}", info.kind))
             }),
-            None => Ok(body),
+            None => Ok(self.kind.strategy.prune(body)),
         }
     }
 

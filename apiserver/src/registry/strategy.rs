@@ -133,6 +133,22 @@ pub trait Strategy: Send + Sync + 'static {
         default_fields(obj)
     }
 
+    /// Drops fields the kind does not define (custom resources: pruning by their schema).
+    /// Built-in kinds are pruned by their typed round trip instead. Returns the object.
+    fn prune(&self, obj: Value) -> Value {
+        obj
+    }
+
+    /// Where the `scale` subresource reads and writes replicas.
+    fn scale_paths(&self) -> ScalePaths {
+        ScalePaths::default()
+    }
+
+    /// The OpenAPI schema of this kind when it is not a built-in one (custom resources).
+    fn openapi_schema(&self) -> Option<Value> {
+        None
+    }
+
     /// Converts an object of this (served) version into the group-resource's storage
     /// version before it is written. Identity unless several versions share one store.
     fn to_storage(&self, obj: Value) -> Value {
@@ -147,6 +163,26 @@ pub trait Strategy: Send + Sync + 'static {
     /// Table columns (`kubectl get`), the first being Name.
     fn columns(&self) -> Vec<Column> {
         vec![table::name_column(), table::age_column()]
+    }
+}
+
+/// Paths of the `scale` subresource (CRDs set them; built-in workloads use the defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    /// Where the pod selector is: a LabelSelector object (built-ins: `.spec.selector`) or,
+    /// for custom resources, a string in the serialized form.
+    pub label_selector: Option<String>,
+}
+
+impl Default for ScalePaths {
+    fn default() -> Self {
+        ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: Some(".spec.selector".into()),
+        }
     }
 }
 
