@@ -393,3 +393,45 @@ async fn hpa_is_served_in_v1_and_v2_from_one_store() {
     assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 60);
     assert_eq!(v2["metadata"]["resourceVersion"], v1["metadata"]["resourceVersion"]);
 }
+
+#[tokio::test]
+async fn status_subresource_and_generate_name() {
+    let h = Harness::new().await;
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"generateName": "web-"},
+        "spec": {"selector": {"matchLabels": {"app": "w"}},
+                 "template": {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        "status": {"replicas": 9}});
+    let (s, d) = h.call("POST", "/apis/apps/v1/namespaces/default/deployments", Some(deploy)).await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let name = d["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+    assert!(d["status"].get("replicas").is_none(), "status is not set by a create: {d}");
+    let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
+    // The main resource ignores status; the status subresource ignores everything else.
+    let (_, after) = h.patch(&path, "application/merge-patch+json", json!({"status": {"replicas": 3}})).await;
+    assert!(after["status"].get("replicas").is_none(), "{after}");
+    let (s, after) = h
+        .patch(&format!("{path}/status"), "application/merge-patch+json", json!({"spec": {"replicas": 7}, "status": {"replicas": 3}}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{after}");
+    assert_eq!(after["status"]["replicas"], 3);
+    assert_eq!(after["spec"]["replicas"], 1, "a status write does not change spec");
+    assert_eq!(after["metadata"]["generation"], 1, "a status write does not bump generation");
+    let (s, got) = h.call("GET", &format!("{path}/status"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got["status"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn delete_collection_with_selector() {
+    let h = Harness::new().await;
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        h.call("POST", CMS, Some(cm(n, json!({"group": l})))).await;
+    }
+    let (s, deleted) = h.call("DELETE", &format!("{CMS}?labelSelector=group%3Dx"), None).await;
+    assert_eq!(s, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["items"].as_array().unwrap().len(), 2);
+    let (_, left) = h.call("GET", CMS, None).await;
+    let names: Vec<_> = left["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].clone()).collect();
+    assert_eq!(names, [json!("c")]);
+}
