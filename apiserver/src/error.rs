@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Optimistic-lock or precondition failure.
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {message}")]
     Conflict { group: String, resource: String, name: String, message: String },
+    /// Server-side apply conflicts: `causes` are (field, message) pairs.
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<(String, String)> },
     #[error("{0}")]
     Gone(String),
     #[error("{0}")]
@@ -72,7 +75,7 @@ impl ApiError {
             NotFound { .. } | NoRoute => 404,
             MethodNotAllowed(_) => 405,
             NotAcceptable(_) => 406,
-            AlreadyExists { .. } | Conflict { .. } => 409,
+            AlreadyExists { .. } | Conflict { .. } | ApplyConflict { .. } => 409,
             Gone(_) | Expired(_) => 410,
             RequestEntityTooLarge(_) => 413,
             UnsupportedMediaType(_) => 415,
@@ -92,7 +95,7 @@ impl ApiError {
             MethodNotAllowed(_) => "MethodNotAllowed",
             NotAcceptable(_) => "NotAcceptable",
             AlreadyExists { .. } => "AlreadyExists",
-            Conflict { .. } => "Conflict",
+            Conflict { .. } | ApplyConflict { .. } => "Conflict",
             Gone(_) => "Gone",
             Expired(_) => "Expired",
             RequestEntityTooLarge(_) => "RequestEntityTooLarge",
@@ -112,6 +115,9 @@ impl ApiError {
             }
             Conflict { group, resource, name, .. } => Some(details(group, resource, name, None)),
             Invalid { group, kind, name, causes } => Some(details(group, kind, name, Some(causes))),
+            ApplyConflict { causes, .. } => Some(json!({
+                "causes": causes.iter().map(|(field, message)| json!({"reason": "FieldManagerConflict", "message": message, "field": field})).collect::<Vec<_>>(),
+            })),
             _ => None,
         };
         let mut status = json!({

@@ -2,6 +2,7 @@
 //! store (`registry::store`) → per-kind strategies (`kinds`) → the storage trait
 //! (`kine_sqlite::Backend`).
 
+pub mod apply;
 pub mod auth;
 pub mod crd;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod registry;
 pub mod validation;
 pub mod handlers;
 pub mod meta;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod selectors;

@@ -435,3 +435,47 @@ async fn delete_collection_with_selector() {
     let names: Vec<_> = left["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].clone()).collect();
     assert_eq!(names, [json!("c")]);
 }
+
+#[tokio::test]
+async fn server_side_apply_owns_fields_and_conflicts() {
+    let h = Harness::new().await;
+    let path = "/api/v1/namespaces/default/configmaps/ssa";
+    let apply = |mgr: &str, force: bool, body: Value| {
+        let q = if force { "&force=true" } else { "" };
+        Harness::request("PATCH", &format!("{path}?fieldManager={mgr}{q}"), "application/apply-patch+yaml", body.to_string())
+    };
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1", "b": "2"}});
+    let (s, _, obj) = h.send(apply("alice", false, config.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{obj}");
+    assert_eq!(obj["metadata"]["managedFields"][0]["manager"], "alice");
+    assert_eq!(obj["metadata"]["managedFields"][0]["operation"], "Apply");
+    let owned = &obj["metadata"]["managedFields"][0]["fieldsV1"]["f:data"];
+    assert!(owned.get("f:a").is_some() && owned.get("f:b").is_some(), "{owned}");
+    // The same config again changes nothing.
+    let (s, _, again) = h.send(apply("alice", false, config.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["metadata"]["resourceVersion"], obj["metadata"]["resourceVersion"]);
+    // Another manager changing alice's field conflicts, naming her and the field.
+    let (s, _, st) = h.send(apply("bob", false, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "9"}}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{st}");
+    assert_eq!(st["message"], "Apply failed with 1 conflict: conflict with \"alice\": .data.a");
+    assert_eq!(st["details"]["causes"][0]["field"], ".data.a");
+    let (s, _, forced) = h.send(apply("bob", true, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "9"}}))).await;
+    assert_eq!(s, StatusCode::OK, "{forced}");
+    assert_eq!(forced["data"]["a"], "9");
+    // Alice drops b from her config: nobody else owns it, so it goes.
+    let (s, _, dropped) = h.send(apply("alice", false, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {}}))).await;
+    assert_eq!(s, StatusCode::OK, "{dropped}");
+    assert_eq!(dropped["data"], json!({"a": "9"}));
+    // A plain update records its manager as an Update.
+    let (s, _, upd) = h
+        .send(Harness::request("PATCH", &format!("{path}?fieldManager=carol"), "application/merge-patch+json", r#"{"data":{"c":"3"}}"#))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let carol = upd["metadata"]["managedFields"].as_array().unwrap().iter().find(|m| m["manager"] == "carol").unwrap().clone();
+    assert_eq!(carol["operation"], "Update");
+    assert_eq!(carol["fieldsV1"], json!({"f:data": {"f:c": {}}}));
+    // Apply needs a field manager.
+    let (s, _, _) = h.send(Harness::request("PATCH", path, "application/apply-patch+yaml", config.to_string())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
 use crate::fieldvalidation;
+use crate::registry::apply as registry_apply;
 use crate::handlers::discovery;
 use crate::handlers::negotiate::{self, Output};
 use crate::meta;
@@ -256,7 +257,7 @@ impl Req {
         if wanted["kind"].as_str().is_some_and(|k| k != "Scale") {
             return Err(ApiError::bad_request("the body of a scale update must be a Scale"));
         }
-        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let opts = self.write_options()?;
         let scale = self.store().update_scale(&self.ctx, self.name(), &opts, |_| Ok(wanted.clone())).await?;
         self.respond_plain(StatusCode::OK, &scale)
     }
@@ -265,7 +266,7 @@ impl Req {
         self.check_namespace_param()?;
         let kind = patch::PatchKind::from_headers(&self.headers)?;
         let doc = patch::parse(kind, &body)?;
-        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let opts = self.write_options()?;
         let scale = self.store().update_scale(&self.ctx, self.name(), &opts, |cur| patch::apply(kind, cur, &doc)).await?;
         self.respond_plain(StatusCode::OK, &scale)
     }
@@ -361,6 +362,42 @@ impl Req {
             .map_err(ApiError::internal)?)
     }
 
+    /// Dry run and the field manager: `fieldManager`, else the user agent's name.
+    fn write_options(&self) -> ApiResult<WriteOptions> {
+        let manager = match self.query.get("fieldManager") {
+            Some(m) => m.clone(),
+            None => registry_apply::manager_from_user_agent(self.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())),
+        };
+        registry_apply::check_manager(&manager)?;
+        Ok(WriteOptions { dry_run: self.ctx.dry_run, field_manager: Some(manager) })
+    }
+
+    /// Server-side apply: the body is the applier's whole intent for the fields it manages.
+    async fn apply_patch(&self, body: Bytes, target: Target) -> ApiResult<Response> {
+        let manager = self
+            .query
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .ok_or_else(|| ApiError::bad_request("PATCH: fieldManager is required for apply requests"))?;
+        let force = flag(&self.query, "force");
+        let config = patch::parse_apply(&body)?;
+        for field in ["apiVersion", "kind"] {
+            if config[field].as_str().unwrap_or_default().is_empty() {
+                return Err(ApiError::bad_request(format!("{field} must be set in an apply configuration")));
+            }
+        }
+        let mode = self.field_validation()?;
+        let normalized = self.store().decode_body(config.clone())?;
+        let warnings = mode.enforce(fieldvalidation::unknown_fields(&config, &normalized))?;
+        let opts = WriteOptions { dry_run: self.ctx.dry_run, field_manager: None };
+        let w = self.store().apply(&self.ctx, self.name(), config, &manager, force, target, &opts).await?;
+        let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+        let mut all = warnings;
+        all.extend(w.warnings);
+        self.respond(code, &w.object, &all)
+    }
+
     fn field_validation(&self) -> ApiResult<fieldvalidation::Mode> {
         fieldvalidation::Mode::parse(self.query.get("fieldValidation").map(String::as_str))
     }
@@ -394,7 +431,7 @@ impl Req {
             return Err(ApiError::NoRoute);
         }
         let (obj, mut warnings) = self.decode_write(&body)?;
-        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let opts = self.write_options()?;
         let w = self.store().create(&self.ctx, obj, &opts).await?;
         warnings.extend(w.warnings);
         self.respond(StatusCode::CREATED, &w.object, &warnings)
@@ -404,7 +441,7 @@ impl Req {
         self.check_namespace_param()?;
         let target = self.write_target()?;
         let (obj, mut warnings) = self.decode_write(&body)?;
-        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let opts = self.write_options()?;
         let w: Written = self.store().update(&self.ctx, self.name(), obj, target, &opts).await?;
         let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
         warnings.extend(w.warnings);
@@ -415,10 +452,16 @@ impl Req {
         self.check_namespace_param()?;
         let target = self.write_target()?;
         let kind = patch::PatchKind::from_headers(&self.headers)?;
+        if kind == patch::PatchKind::Apply {
+            return self.apply_patch(body, target).await;
+        }
+        if flag(&self.query, "force") {
+            return Err(ApiError::bad_request("force: Invalid value: true: may not be specified for non-apply patch"));
+        }
         let patch_doc = patch::parse(kind, &body)?;
         let mode = self.field_validation()?;
         let duplicates = fieldvalidation::parse_reporting_duplicates(&body).map(|(_, d)| d).unwrap_or_default();
-        let opts = WriteOptions { dry_run: self.ctx.dry_run };
+        let opts = self.write_options()?;
         let store = self.store();
         let mut warnings = Vec::new();
         let w = store

@@ -16,6 +16,8 @@ pub enum PatchKind {
     Json,
     Merge,
     Strategic,
+    /// Server-side apply (`application/apply-patch+yaml`): handled by the store, not here.
+    Apply,
 }
 
 impl PatchKind {
@@ -30,8 +32,9 @@ impl PatchKind {
             "application/json-patch+json" => Ok(PatchKind::Json),
             "application/merge-patch+json" => Ok(PatchKind::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(PatchKind::Apply),
             other => Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
             ))),
         }
     }
@@ -55,6 +58,15 @@ pub fn parse(kind: PatchKind, body: &Bytes) -> ApiResult<PatchDoc> {
         _ if !value.is_object() => Err(ApiError::bad_request("a merge patch must be a JSON object")),
         _ => Ok(PatchDoc::Object(value)),
     }
+}
+
+/// Parses an apply configuration: YAML (JSON is YAML too); malformed input is 400.
+pub fn parse_apply(body: &Bytes) -> ApiResult<Value> {
+    let v: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("an apply configuration must be an object"));
+    }
+    Ok(v)
 }
 
 /// Applies a patch to the current object; a patch that cannot apply is 422, as upstream.

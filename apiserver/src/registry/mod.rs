@@ -71,6 +71,7 @@ pub struct Kind {
     pub normalize: Option<Normalize>,
 }
 
+pub mod apply;
 pub mod list;
 pub mod scale;
 pub mod store;

@@ -27,6 +27,9 @@ pub enum Target {
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
     pub dry_run: bool,
+    /// Who writes (the `fieldManager`), recorded in `metadata.managedFields`; `None` leaves
+    /// managed fields as the caller set them (server-side apply sets its own).
+    pub field_manager: Option<String>,
 }
 
 /// `DeleteOptions`, as far as the store acts on them.
@@ -155,6 +158,10 @@ impl GenericStore {
     pub async fn create(&self, ctx: &ReqCtx, mut obj: Value, opts: &WriteOptions) -> ApiResult<Written> {
         self.bind_namespace(ctx, &mut obj)?;
         let warnings = self.before_create(ctx, &mut obj)?;
+        if let Some(manager) = &opts.field_manager {
+            let incoming = obj["metadata"].get("managedFields").filter(|m| m.as_array().is_some_and(|a| !a.is_empty())).cloned();
+            self.track_update(&Value::Null, &mut obj, incoming.as_ref(), manager, Target::Main);
+        }
         if self.info().namespaced {
             self.check_namespace_open(meta::namespace(&obj).unwrap_or_default(), meta::name(&obj)).await?;
         }
@@ -364,7 +371,12 @@ impl GenericStore {
                     return Err(self.conflict(name, OPTIMISTIC_LOCK_MSG));
                 }
             }
+            let incoming_managed = new["metadata"].get("managedFields").cloned();
             let warnings = self.before_update(ctx, &mut new, &old, target)?;
+            if let Some(manager) = &opts.field_manager {
+                let incoming = if target == Target::Main { incoming_managed.as_ref() } else { None };
+                self.track_update(&old, &mut new, incoming, manager, target);
+            }
             if strip_rv(&new) == strip_rv(&old) {
                 // Nothing changed: upstream skips the write and returns the current object.
                 return Ok(Written { object: old, warnings, created: false });
