@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates apiserver/src/openapi/definitions.json: the OpenAPI schemas of the built-in
+"""Generates apiserver/src/openapi/definitions.json.zz: the OpenAPI schemas of the built-in
 kinds krust serves, under upstream's definition names, for `/openapi/v2` and `/openapi/v3`.
 
 Source (read from the local cargo registry, nothing is copied verbatim into the repo):
@@ -12,10 +12,12 @@ Source (read from the local cargo registry, nothing is copied verbatim into the 
   * the same crate's `Resource` impls: `x-kubernetes-group-version-kind` of each kind,
     and `ListableResource` impls: the `<Kind>List` definitions upstream also publishes.
   * the same crate's `DeepMerge` impls, which k8s-openapi generates from upstream's
-    list/map markers: `merge_strategies::list::map(.., &[|l, r| l.name == r.name])` is
-    `x-kubernetes-list-type: map` with `x-kubernetes-list-map-keys: [name]`,
-    `list::set` / `list::atomic` the other list types, `map::atomic` is
-    `x-kubernetes-map-type: atomic`.
+    list/map markers and merge keys: `merge_strategies::list::map(.., &[|l, r| l.name ==
+    r.name])` becomes `x-kubernetes-list-type: map` with `x-kubernetes-list-map-keys:
+    [name]`, `list::set` `x-kubernetes-list-type: set`, `map::atomic`
+    `x-kubernetes-map-type: atomic`. `list::atomic` is left unmarked (atomic is what an
+    unmarked list means). `LIST_TYPES` below corrects the lists whose upstream keys differ
+    (k8s-openapi keeps only the patch merge key).
   * `PATCH_STRATEGIES` below: upstream's `patchStrategy`/`patchMergeKey` struct tags
     (`x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key`), which k8s-openapi
     does not carry. It covers every list of `BuiltinMergeKeys` in
@@ -29,13 +31,14 @@ Upstream adjustments (so documents match what kube-apiserver publishes in Swagge
 `IntOrString` is `type: string, format: int-or-string`, `Quantity` is `type: string`,
 and apiextensions' `JSON` / `JSONSchemaPropsOr*` carry only a description.
 
-Output: one minified JSON object `{definition name: schema}` (sorted keys). References
-are written as `{"$ref": "<definition name>"}`; the server prefixes `#/definitions/` or
-`#/components/schemas/` for the document it builds.
+Output: one minified JSON object `{definition name: schema}` (sorted keys), compressed
+with zlib (level 9, ~130 KiB instead of ~700 KiB; `--json` writes it uncompressed to
+stdout for reading). References are written as `{"$ref": "<definition name>"}`; the
+server prefixes `#/definitions/` or `#/components/schemas/` for the document it builds.
 
 Regenerate (from the workspace root; the cargo registry must hold k8s-openapi 0.29,
 e.g. after `cargo fetch`):
-    python3 scripts/gen-openapi-schemas.py > apiserver/src/openapi/definitions.json
+    python3 scripts/gen-openapi-schemas.py apiserver/src/openapi/definitions.json.zz
 """
 
 import glob
@@ -43,6 +46,7 @@ import json
 import os
 import re
 import sys
+import zlib
 
 API_MODULE = "v1_33"
 
@@ -90,6 +94,17 @@ PATCH_STRATEGIES = {
     ("io.k8s.api.batch.v1.JobStatus", "conditions"): ("merge", "type"),
     ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", "conditions"): ("merge", "type"),
     ("io.k8s.api.policy.v1.PodDisruptionBudgetStatus", "conditions"): ("merge", "type"),
+}
+
+# (definition, property) -> upstream `x-kubernetes-list-type` ("atomic"/"set") or list-map
+# keys, where k8s-openapi's DeepMerge (which follows the patch merge key) says otherwise.
+LIST_TYPES = {
+    (_CORE + "Container", "ports"): ["containerPort", "protocol"],
+    (_CORE + "EphemeralContainer", "ports"): ["containerPort", "protocol"],
+    (_CORE + "ServiceSpec", "ports"): ["port", "protocol"],
+    (_CORE + "PodSpec", "topologySpreadConstraints"): ["topologyKey", "whenUnsatisfiable"],
+    ("io.k8s.api.batch.v1.JobStatus", "conditions"): "atomic",
+    ("io.k8s.api.apps.v1.StatefulSetSpec", "volumeClaimTemplates"): "atomic",
 }
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
@@ -330,14 +345,24 @@ def main():
                 if js not in props:
                     continue
                 prop = props[js]
-                if kind == "list":
-                    prop["x-kubernetes-list-type"] = strat
-                    if strat == "map":
-                        keys = re.match(r"\s*other\.[\w#]+,\s*&\[(.*?)\],", dm[m.end():], re.S).group(1)
-                        names = re.findall(r"\|lhs, rhs\| lhs\.([\w#]+) ==", keys)
+                if kind == "list" and strat == "set":
+                    prop["x-kubernetes-list-type"] = "set"
+                elif kind == "list" and strat == "map":
+                    keys = re.match(r"\s*other\.[\w#]+,\s*&\[(.*?)\],", dm[m.end():], re.S).group(1)
+                    names = re.findall(r"\|lhs, rhs\| lhs\.([\w#]+) ==", keys)
+                    if names:
+                        prop["x-kubernetes-list-type"] = "map"
                         prop["x-kubernetes-list-map-keys"] = [rust_to_json.get(n.replace("r#", ""), n) for n in names]
                 elif strat == "atomic":
                     prop["x-kubernetes-map-type"] = "atomic"
+        for (dname, pname), list_type in LIST_TYPES.items():
+            if dname == name and pname in props:
+                props[pname].pop("x-kubernetes-list-map-keys", None)
+                if isinstance(list_type, list):
+                    props[pname]["x-kubernetes-list-type"] = "map"
+                    props[pname]["x-kubernetes-list-map-keys"] = list_type
+                else:
+                    props[pname]["x-kubernetes-list-type"] = list_type
         for (dname, pname), (strategy, key) in PATCH_STRATEGIES.items():
             if dname == name and pname in props:
                 props[pname]["x-kubernetes-patch-strategy"] = strategy
@@ -388,7 +413,14 @@ def main():
         if META + "ListMeta" not in defs:
             defs[META + "ListMeta"] = convert(META + "ListMeta")
 
-    json.dump(defs, sys.stdout, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    data = json.dumps(defs, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(sys.argv) > 1 and sys.argv[1] == "--json":
+        sys.stdout.buffer.write(data)
+    elif len(sys.argv) == 2:
+        with open(sys.argv[1], "wb") as out:
+            out.write(zlib.compress(data, 9))
+    else:
+        sys.exit("usage: gen-openapi-schemas.py OUTPUT.zz | --json")
 
 
 if __name__ == "__main__":

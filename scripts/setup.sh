@@ -26,7 +26,7 @@ log() { printf '==> %s\n' "$*"; }
 
 # Debian packages krust uses now or in the next steps (container runtime, CNI, registry).
 APT_PACKAGES=(
-  protobuf-compiler libseccomp-dev pkg-config busybox-static containernetworking-plugins
+  protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config busybox-static containernetworking-plugins
   iptables nftables docker-registry skopeo umoci etcd-server etcd-client netcat-openbsd
   sqlite3 curl ca-certificates
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of krust: the Rust workspace (unit tests, and the integration tests under
 # */tests/ that start real `krust server` processes), then the Python client tests under
-# krust/tests/python (the official `kubernetes` client against a `krust server` they start).
+# krust/tests/python (the official `kubernetes` client against a `krust server` they start),
+# then the ported upstream conformance tests of tier T1 (conformance/run.py).
 # Dev profile throughout, the one `scripts/setup.sh` builds.
 #
 #   scripts/test.sh            everything
@@ -28,4 +29,8 @@ if [ -z "${KRUST_BIN:-}" ]; then
 fi
 echo "==> python3 -m pytest -q krust/tests/python"
 python3 -m pytest -q krust/tests/python || status=$?
+# Upstream's conformance tests that need only the API server (tier T1), ported under their
+# exact names (conformance/README.md); regenerates docs/conformance.md.
+echo "==> python3 conformance/run.py --start-server --tier T1 --report docs/conformance.md"
+python3 conformance/run.py --start-server --krust-bin "$KRUST_BIN" --tier T1 --report docs/conformance.md || status=$?
 exit "$status"

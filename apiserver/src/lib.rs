@@ -46,9 +46,28 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 /// (system namespaces) and returns the router. The caller serves it over TLS and attaches
 /// a [`auth::UserInfo`] extension to each request whose client certificate verified.
 pub async fn app(backend: Arc<dyn Backend>) -> anyhow::Result<axum::Router> {
-    let registry = Arc::new(Registry::new(kinds::all(), backend));
+    app_with(backend, Config::default()).await
+}
+
+/// Settings of the API server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Events the watch cache keeps for resuming watchers.
+    pub watch_cache_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { watch_cache_size: registry::cache::DEFAULT_WINDOW }
+    }
+}
+
+/// [`app`] with settings.
+pub async fn app_with(backend: Arc<dyn Backend>, config: Config) -> anyhow::Result<axum::Router> {
+    let registry = Arc::new(Registry::with_watch_cache_size(kinds::all(), backend, config.watch_cache_size));
     bootstrap(&registry).await?;
-    // CRDS-WIRING
+    let crds_seen = crd::controller::register_existing(&registry).await?;
+    tokio::spawn(crd::controller::run(registry.clone(), crds_seen));
     let state = AppState { registry, bookmark_interval: Duration::from_secs(10) };
     Ok(router(state))
 }

@@ -97,7 +97,7 @@ impl FieldError {
     pub fn message(&self) -> String {
         let mut s = self.kind.label().to_string();
         if let Some(v) = &self.value {
-            if matches!(self.kind, ErrorKind::Invalid | ErrorKind::NotSupported | ErrorKind::Duplicate | ErrorKind::NotFound) {
+            if matches!(self.kind, ErrorKind::Invalid | ErrorKind::NotSupported | ErrorKind::Duplicate | ErrorKind::NotFound | ErrorKind::TooMany) {
                 let shown = match v {
                     Value::String(s) => format!("{s:?}"),
                     Value::Null => "null".to_string(),

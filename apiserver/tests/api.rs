@@ -479,3 +479,40 @@ async fn server_side_apply_owns_fields_and_conflicts() {
     let (s, _, _) = h.send(Harness::request("PATCH", path, "application/apply-patch+yaml", config.to_string())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// Many API watches share the watch cache's one store watch; a watcher resuming from before
+/// the cache's window gets 410 and a fresh watch sees every later event.
+#[tokio::test]
+async fn watch_cache_fans_out_one_store_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = kine_sqlite::SqliteBackend::open(&dir.path().join("state.db")).await.unwrap();
+    let router = apiserver::app_with(backend.clone(), apiserver::Config { watch_cache_size: 20 }).await.unwrap();
+    let h = Harness { app: router, _dir: dir };
+    let (_, first) = h.call("POST", CMS, Some(cm("w0", json!({})))).await;
+    let old_rv = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut streams = Vec::new();
+    for _ in 0..200 {
+        let req = Harness::request("GET", &format!("{CMS}?watch=1&resourceVersion={old_rv}"), "", "");
+        let resp = h.app.clone().oneshot(req).await.unwrap();
+        streams.push(resp.into_body().into_data_stream());
+    }
+    assert!(backend.active_watchers() <= 2, "watchers on the store: {}", backend.active_watchers());
+    h.call("POST", CMS, Some(cm("w1", json!({})))).await;
+    for s in streams.iter_mut().step_by(37) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("event").unwrap().unwrap();
+        let ev: Value = serde_json::from_slice(chunk.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("w1")));
+    }
+    // Push the window past old_rv: resuming from it is now 410 Gone.
+    for i in 0..25 {
+        h.patch(&format!("{CMS}/w1"), "application/merge-patch+json", json!({"data": {"n": i.to_string()}})).await;
+    }
+    let req = Harness::request("GET", &format!("{CMS}?watch=1&resourceVersion={old_rv}"), "", "");
+    let (_, _, body) = h.send(req).await;
+    let line = match &body {
+        Value::String(s) => serde_json::from_str::<Value>(s.lines().next().unwrap()).unwrap(),
+        other => other.clone(),
+    };
+    assert_eq!(line["type"], "ERROR", "{body}");
+    assert_eq!(line["object"]["code"], 410);
+}

@@ -66,6 +66,18 @@ pub struct ListResult {
     pub more: bool,
 }
 
+/// A lease's state, as etcd's `LeaseTimeToLive` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: LeaseId,
+    /// The TTL the lease was granted with, in seconds (a keep-alive renews it to this).
+    pub granted_ttl: i64,
+    /// Seconds left before it expires (0 when due).
+    pub remaining_ttl: i64,
+    /// Keys attached to the lease; filled only when asked for.
+    pub keys: Vec<String>,
+}
+
 /// Errors a backend may return. Few on purpose, as etcd's own.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,4 +146,24 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Size of the database in bytes.
     async fn db_size(&self) -> Result<i64>;
+
+    /// Renews a lease: it now expires its granted TTL from now. Returns that TTL in seconds.
+    /// `Err(LeaseNotFound)` if it does not exist (or has expired). Backends without it keep
+    /// the default, which answers `Unsupported`.
+    async fn keep_alive_lease(&self, lease: LeaseId) -> Result<i64> {
+        let _ = lease;
+        Err(StoreError::Unsupported("lease keep-alive"))
+    }
+
+    /// A lease's granted and remaining TTL, and its keys when `with_keys`.
+    /// `Err(LeaseNotFound)` if it does not exist (or has expired).
+    async fn lease_info(&self, lease: LeaseId, with_keys: bool) -> Result<LeaseInfo> {
+        let _ = (lease, with_keys);
+        Err(StoreError::Unsupported("lease time-to-live"))
+    }
+
+    /// The ids of all leases, in ascending order.
+    async fn leases(&self) -> Result<Vec<LeaseId>> {
+        Err(StoreError::Unsupported("lease listing"))
+    }
 }

@@ -16,6 +16,9 @@
 //! ```
 
 pub mod backend;
+pub mod grpc;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod log;
 mod sqlite;
 mod watch;
@@ -25,3 +28,5 @@ mod tests;
 
 pub use backend::*;
 pub use sqlite::{Options, SqliteBackend};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdBackend, TlsFiles};

@@ -435,6 +435,36 @@ pub(crate) fn lease_delete(c: &Connection, lease: LeaseId) -> Result<()> {
         .ctx("removing lease")
 }
 
+/// A lease's granted TTL (seconds) and expiry (ms since the epoch), if it exists.
+pub(crate) fn lease_get(c: &Connection, lease: LeaseId) -> Result<Option<(i64, i64)>> {
+    c.prepare_cached("SELECT ttl, expires_at_ms FROM kine_leases WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([lease], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .ctx("reading lease")
+}
+
+/// Moves a lease's expiry; returns false when the lease does not exist.
+pub(crate) fn lease_set_expiry(c: &Connection, lease: LeaseId, expires_at_ms: i64) -> Result<bool> {
+    c.prepare_cached("UPDATE kine_leases SET expires_at_ms = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![lease, expires_at_ms]))
+        .map(|n| n > 0)
+        .ctx("renewing lease")
+}
+
+/// Every lease not yet revoked (expired ones included until the sweeper removes them).
+pub(crate) fn lease_ids(c: &Connection) -> Result<Vec<LeaseId>> {
+    let mut stmt = c
+        .prepare_cached("SELECT id FROM kine_leases ORDER BY id")
+        .ctx("preparing lease listing")?;
+    let ids = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx("listing leases")?;
+    Ok(ids)
+}
+
 /// Leases whose expiry is at or before `now_ms`.
 pub(crate) fn expired_leases(c: &Connection, now_ms: i64) -> Result<Vec<LeaseId>> {
     let mut stmt = c

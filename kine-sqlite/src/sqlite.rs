@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::backend::{
-    Backend, CasOutcome, KeyValue, LeaseId, ListResult, Result, Revision, StoreError, WatchStream,
+    Backend, CasOutcome, KeyValue, LeaseId, LeaseInfo, ListResult, Result, Revision, StoreError,
+    WatchStream,
 };
 use crate::log::{self, Ctx, KeyRange, NewRow, Row};
 
@@ -720,5 +721,49 @@ impl Backend for SqliteBackend {
 
     async fn db_size(&self) -> Result<i64> {
         self.db.read(log::db_size).await
+    }
+
+    async fn keep_alive_lease(&self, lease: LeaseId) -> Result<i64> {
+        let now = now_ms();
+        self.db
+            .write(move |tx| match log::lease_get(tx, lease)? {
+                // An expired lease the sweeper has not reached yet is gone already.
+                Some((ttl, expires)) if expires > now => {
+                    log::lease_set_expiry(tx, lease, now.saturating_add(ttl.saturating_mul(1000)))?;
+                    Ok(ttl)
+                }
+                _ => Err(StoreError::LeaseNotFound(lease)),
+            })
+            .await
+    }
+
+    async fn lease_info(&self, lease: LeaseId, with_keys: bool) -> Result<LeaseInfo> {
+        let now = now_ms();
+        self.db
+            .read(move |c| match log::lease_get(c, lease)? {
+                Some((ttl, expires)) if expires > now => {
+                    let keys = if with_keys {
+                        log::live_with_lease(c, lease)?
+                            .into_iter()
+                            .map(|r| r.name)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(LeaseInfo {
+                        id: lease,
+                        granted_ttl: ttl,
+                        // Rounded down, as etcd does.
+                        remaining_ttl: (expires - now) / 1000,
+                        keys,
+                    })
+                }
+                _ => Err(StoreError::LeaseNotFound(lease)),
+            })
+            .await
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseId>> {
+        self.db.read(log::lease_ids).await
     }
 }

@@ -1,540 +1,59 @@
-//! Randomized model test: long random operation sequences checked step by step against a
-//! simple in-memory history, with watchers running alongside that must observe exactly the
-//! model's events; plus the slow-consumer test.
+//! Randomized model test of the SQLite store (the model lives in semantics/model.rs and runs
+//! against etcd too, in etcd_semantics.rs); plus the slow-consumer test.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod semantics;
 
-use futures::StreamExt;
-use kine_sqlite::{
-    Backend, CasOutcome, Event, EventKind, KeyValue, ListResult, Options, SqliteBackend, StoreError,
-};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use std::sync::Arc;
 
-const KEYS: &[&str] = &[
-    "/a", "/a/0", "/a/1", "/a/2", "/a/3", "/b/0", "/b/1", "/b/2", "/ab",
-];
-const PREFIXES: &[&str] = &["", "/a", "/a/", "/b/", "/c/"];
+use kine_sqlite::{Options, SqliteBackend};
+use semantics::{model::run_model, Store, SQLITE};
 
-fn opts() -> Options {
+async fn open() -> (tempfile::TempDir, Arc<SqliteBackend>) {
+    let dir = tempfile::tempdir().unwrap();
     // Durability is the crash test's business; fsyncs would only slow this one down.
-    Options {
+    let opts = Options {
         synchronous_full: false,
         ..Options::default()
-    }
-}
-
-/// The reference: every state each key has had, and every event.
-#[derive(Default)]
-struct Model {
-    rev: i64,
-    compact: i64,
-    /// Per key: (revision, state from that revision on).
-    hist: BTreeMap<String, Vec<(i64, Option<KeyValue>)>>,
-    events: Vec<Event>,
-    leases: Vec<i64>,
-}
-
-impl Model {
-    fn at(&self, key: &str, rev: i64) -> Option<KeyValue> {
-        self.hist
-            .get(key)?
-            .iter()
-            .rev()
-            .find(|(r, _)| *r <= rev)
-            .and_then(|(_, kv)| kv.clone())
-    }
-
-    fn cur(&self, key: &str) -> Option<KeyValue> {
-        self.at(key, self.rev)
-    }
-
-    fn record(&mut self, ev: Event) {
-        self.rev += 1;
-        assert_eq!(ev.kv.mod_revision, self.rev);
-        let state = (ev.kind != EventKind::Delete).then(|| ev.kv.clone());
-        self.hist
-            .entry(ev.kv.key.clone())
-            .or_default()
-            .push((self.rev, state));
-        self.events.push(ev);
-    }
-
-    fn delete(&mut self, prev: KeyValue) -> KeyValue {
-        let mut kv = prev.clone();
-        kv.mod_revision = self.rev + 1;
-        self.record(Event {
-            kind: EventKind::Delete,
-            kv: kv.clone(),
-            prev_kv: Some(prev),
-        });
-        kv
-    }
-
-    fn list(&self, prefix: &str, start: &str, limit: i64, rev: i64) -> ListResult {
-        let mut kvs: Vec<KeyValue> = self
-            .hist
-            .keys()
-            .filter(|k| k.starts_with(prefix) && k.as_str() >= start)
-            .filter_map(|k| self.at(k, rev))
-            .collect();
-        let more = limit > 0 && kvs.len() as i64 > limit;
-        if more {
-            kvs.truncate(limit as usize);
-        }
-        ListResult {
-            revision: rev,
-            kvs,
-            more,
-        }
-    }
-
-    /// The expected error of a read at `rev`, if any.
-    fn read_error(&self, rev: i64) -> Option<&'static str> {
-        if rev > self.rev {
-            Some("future")
-        } else if rev != 0 && rev < self.compact {
-            Some("compacted")
-        } else {
-            None
-        }
-    }
-}
-
-fn err_kind(e: &StoreError) -> &'static str {
-    match e {
-        StoreError::FutureRevision { .. } => "future",
-        StoreError::Compacted { .. } => "compacted",
-        StoreError::KeyExists => "exists",
-        StoreError::LeaseNotFound(_) => "lease",
-        other => panic!("unexpected error {other:?}"),
-    }
-}
-
-/// A watch running alongside, collecting what it receives.
-struct Watcher {
-    prefix: String,
-    start: i64,
-    got: Arc<Mutex<Vec<Event>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Watcher {
-    async fn start(store: &Arc<SqliteBackend>, prefix: &str, start: i64, from: i64) -> Watcher {
-        let mut stream = store.watch(prefix, start).await.unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = got.clone();
-        let task = tokio::spawn(async move {
-            while let Some(batch) = stream.next().await {
-                let batch = batch.expect("watch failed");
-                assert!(!batch.is_empty());
-                sink.lock().unwrap().extend(batch);
-            }
-        });
-        Watcher {
-            prefix: prefix.to_owned(),
-            start: from,
-            got,
-            task,
-        }
-    }
-
-    fn expected<'a>(&'a self, model: &'a Model) -> impl Iterator<Item = &'a Event> + 'a {
-        model
-            .events
-            .iter()
-            .filter(|e| e.kv.key.starts_with(&self.prefix) && e.kv.mod_revision >= self.start)
-    }
-
-    /// Waits until every expected event below `below` has been received, then checks them.
-    async fn sync(&self, model: &Model, below: i64) {
-        let want: Vec<Event> = self
-            .expected(model)
-            .filter(|e| e.kv.mod_revision < below)
-            .cloned()
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let n = self.got.lock().unwrap().len();
-            if n >= want.len() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "watcher {:?} stuck at {n}/{}",
-                self.prefix,
-                want.len()
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let got = self.got.lock().unwrap();
-        assert_eq!(
-            &got[..want.len()],
-            &want[..],
-            "watcher {:?} from {}",
-            self.prefix,
-            self.start
-        );
-    }
-}
-
-async fn run_model(seed: u64, steps: usize) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteBackend::open_with(&dir.path().join("db"), opts())
+    };
+    let store = SqliteBackend::open_with(&dir.path().join("db"), opts)
         .await
         .unwrap();
-    let mut m = Model::default();
-    let mut watchers = vec![
-        Watcher::start(&store, "", 1, 1).await,
-        Watcher::start(&store, "/a/", 0, 1).await,
-    ];
+    (dir, store)
+}
 
-    for step in 0..steps {
-        let key = KEYS[rng.gen_range(0..KEYS.len())];
-        let ctx = format!("seed {seed} step {step}");
-        match rng.gen_range(0..100) {
-            0..=19 => {
-                let lease = if rng.gen_bool(0.2) && !m.leases.is_empty() {
-                    m.leases[rng.gen_range(0..m.leases.len())]
-                } else {
-                    0
-                };
-                let value = vec![rng.gen::<u8>(); rng.gen_range(0..4)];
-                let got = store.create(key, value.clone(), lease).await;
-                if m.cur(key).is_some() {
-                    assert!(matches!(got, Err(StoreError::KeyExists)), "{ctx}: {got:?}");
-                } else {
-                    let rev = m.rev + 1;
-                    assert_eq!(got.unwrap(), rev, "{ctx}");
-                    let kv = KeyValue {
-                        key: key.into(),
-                        create_revision: rev,
-                        mod_revision: rev,
-                        version: 1,
-                        value,
-                        lease,
-                    };
-                    m.record(Event {
-                        kind: EventKind::Create,
-                        kv,
-                        prev_kv: None,
-                    });
-                }
-            }
-            20..=39 => {
-                let cur = m.cur(key);
-                let expected = match (&cur, rng.gen_bool(0.7)) {
-                    (Some(kv), true) => kv.mod_revision,
-                    _ => rng.gen_range(0..=m.rev + 1),
-                };
-                let lease = if rng.gen_bool(0.2) && !m.leases.is_empty() {
-                    m.leases[rng.gen_range(0..m.leases.len())]
-                } else {
-                    0
-                };
-                let value = vec![rng.gen::<u8>(); rng.gen_range(0..4)];
-                let got = store
-                    .update(key, value.clone(), expected, lease)
-                    .await
-                    .unwrap();
-                let want = match cur {
-                    Some(prev) if prev.mod_revision == expected => {
-                        let kv = KeyValue {
-                            key: key.into(),
-                            create_revision: prev.create_revision,
-                            mod_revision: m.rev + 1,
-                            version: prev.version + 1,
-                            value,
-                            lease,
-                        };
-                        m.record(Event {
-                            kind: EventKind::Update,
-                            kv: kv.clone(),
-                            prev_kv: Some(prev),
-                        });
-                        CasOutcome {
-                            revision: m.rev,
-                            current: Some(kv),
-                            succeeded: true,
-                        }
-                    }
-                    other => CasOutcome {
-                        revision: m.rev,
-                        current: other,
-                        succeeded: false,
-                    },
-                };
-                assert_eq!(got, want, "{ctx}");
-            }
-            40..=51 => {
-                let cur = m.cur(key);
-                let expected = match (&cur, rng.gen_range(0..3)) {
-                    (_, 0) => 0,
-                    (Some(kv), 1) => kv.mod_revision,
-                    _ => rng.gen_range(1..=m.rev + 1),
-                };
-                let got = store.delete(key, expected).await.unwrap();
-                let want = match cur {
-                    Some(prev) if expected == 0 || prev.mod_revision == expected => {
-                        let kv = m.delete(prev);
-                        CasOutcome {
-                            revision: m.rev,
-                            current: Some(kv),
-                            succeeded: true,
-                        }
-                    }
-                    other => CasOutcome {
-                        revision: m.rev,
-                        current: other,
-                        succeeded: false,
-                    },
-                };
-                assert_eq!(got, want, "{ctx}");
-            }
-            52..=61 => {
-                let rev = if rng.gen_bool(0.5) {
-                    0
-                } else {
-                    rng.gen_range(1..=m.rev + 2)
-                };
-                let got = store.get(key, rev).await;
-                match m.read_error(rev) {
-                    Some(e) => assert_eq!(err_kind(&got.unwrap_err()), e, "{ctx}"),
-                    None => {
-                        let r = if rev == 0 { m.rev } else { rev };
-                        assert_eq!(got.unwrap(), (m.rev, m.at(key, r)), "{ctx} get {key}@{rev}");
-                    }
-                }
-            }
-            62..=79 => {
-                let prefix = PREFIXES[rng.gen_range(0..PREFIXES.len())];
-                let start = if rng.gen_bool(0.3) {
-                    KEYS[rng.gen_range(0..KEYS.len())]
-                } else {
-                    ""
-                };
-                let limit = if rng.gen_bool(0.5) {
-                    0
-                } else {
-                    rng.gen_range(1..4)
-                };
-                let rev = if rng.gen_bool(0.4) {
-                    0
-                } else {
-                    rng.gen_range(1..=m.rev + 1)
-                };
-                let got = store.list(prefix, start, limit, rev).await;
-                match m.read_error(rev) {
-                    Some(e) => assert_eq!(err_kind(&got.unwrap_err()), e, "{ctx}"),
-                    None => {
-                        let r = if rev == 0 { m.rev } else { rev };
-                        assert_eq!(
-                            got.unwrap(),
-                            m.list(prefix, start, limit, r),
-                            "{ctx} list {prefix:?} {start:?} {limit} @{rev}"
-                        );
-                    }
-                }
-            }
-            80..=83 => {
-                let prefix = PREFIXES[rng.gen_range(0..PREFIXES.len())];
-                let want = m.list(prefix, "", 0, m.rev).kvs.len() as i64;
-                assert_eq!(store.count(prefix).await.unwrap(), (m.rev, want), "{ctx}");
-            }
-            84..=87 => {
-                // Compact somewhere between the current bound and the current revision; the
-                // watchers must have read what is about to go.
-                let target = rng.gen_range(m.compact.max(1)..=m.rev.max(1));
-                if target > m.rev {
-                    continue;
-                }
-                for w in &watchers {
-                    w.sync(&m, target).await;
-                }
-                // Having delivered the events is not enough: each watcher must also have read
-                // past any later writes to other keys that it has not polled yet.
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while store.oldest_watch_position().unwrap() + 1 < target {
-                    assert!(Instant::now() < deadline, "{ctx}: watchers stuck");
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                assert_eq!(
-                    store.compact(target).await.unwrap(),
-                    target.max(m.compact),
-                    "{ctx}"
-                );
-                m.compact = m.compact.max(target);
-                assert_eq!(store.compact_revision().await.unwrap(), m.compact);
-            }
-            88..=90 => {
-                let lease = store.grant_lease(3600).await.unwrap();
-                m.leases.push(lease);
-            }
-            91..=92 => {
-                if m.leases.is_empty() {
-                    continue;
-                }
-                let lease = m.leases.remove(rng.gen_range(0..m.leases.len()));
-                store.revoke_lease(lease).await.unwrap();
-                // Keys of the lease are deleted in key order, one revision each.
-                let doomed: Vec<KeyValue> = m
-                    .hist
-                    .keys()
-                    .filter_map(|k| m.cur(k))
-                    .filter(|kv| kv.lease == lease)
-                    .collect();
-                for kv in doomed {
-                    m.delete(kv);
-                }
-                assert_eq!(store.current_revision().await.unwrap(), m.rev, "{ctx}");
-            }
-            93..=94 => {
-                if watchers.len() < 6 {
-                    // A new watcher from some still-readable revision (or from now).
-                    let prefix = PREFIXES[rng.gen_range(0..PREFIXES.len())];
-                    let from = rng.gen_range(m.compact.max(1)..=m.rev + 1);
-                    let (start, from) = if rng.gen_bool(0.3) {
-                        (0, m.rev + 1)
-                    } else {
-                        (from, from)
-                    };
-                    watchers.push(Watcher::start(&store, prefix, start, from).await);
-                }
-            }
-            _ => {
-                // Reads below the compact bound and above the current revision.
-                if m.compact > 1 {
-                    let got = store.get(key, m.compact - 1).await;
-                    assert!(
-                        matches!(got, Err(StoreError::Compacted { .. })),
-                        "{ctx}: {got:?}"
-                    );
-                    let got = store.watch("", m.compact - 1).await;
-                    assert!(matches!(got, Err(StoreError::Compacted { .. })), "{ctx}");
-                }
-                let got = store.list("", "", 0, m.rev + 1).await;
-                assert!(
-                    matches!(got, Err(StoreError::FutureRevision { .. })),
-                    "{ctx}: {got:?}"
-                );
-            }
-        }
-        assert_eq!(store.current_revision().await.unwrap(), m.rev, "{ctx}");
-    }
-
-    // Every watcher saw exactly the model's events for its prefix, no more.
-    for w in &watchers {
-        w.sync(&m, i64::MAX).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    for w in &watchers {
-        let want: Vec<Event> = w.expected(&m).cloned().collect();
-        assert_eq!(
-            *w.got.lock().unwrap(),
-            want,
-            "seed {seed}: watcher {:?}",
-            w.prefix
-        );
-        w.task.abort();
-    }
-    assert!(
-        m.rev > steps as i64 / 10,
-        "seed {seed}: too few writes ({})",
-        m.rev
-    );
+async fn model(seed: u64) {
+    let (_dir, store) = open().await;
+    let position = {
+        let store = store.clone();
+        move || store.oldest_watch_position()
+    };
+    run_model(store as Store, SQLITE, Some(&position), seed, 1500).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_seed_1() {
-    run_model(1, 1500).await;
+    model(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_seed_2() {
-    run_model(2, 1500).await;
+    model(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_seed_3() {
-    run_model(3, 1500).await;
+    model(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_seed_4() {
-    run_model(0xdead_beef, 1500).await;
+    model(0xdead_beef).await;
 }
 
 /// 5000 changes are written while the watcher's consumer sleeps; afterwards every one of
 /// them must arrive, in order, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteBackend::open_with(&dir.path().join("db"), opts())
-        .await
-        .unwrap();
-    let mut stream = store.watch("/s/", 0).await.unwrap();
-    let mut kinds = Vec::new();
-    let mut live: BTreeMap<String, i64> = BTreeMap::new();
-    for i in 0..5000u32 {
-        let key = format!("/s/{}", i % 37);
-        match live.get(&key).copied() {
-            None => {
-                let rev = store
-                    .create(&key, i.to_le_bytes().to_vec(), 0)
-                    .await
-                    .unwrap();
-                live.insert(key, rev);
-                kinds.push(EventKind::Create);
-            }
-            Some(rev) if i % 5 == 0 => {
-                assert!(store.delete(&key, rev).await.unwrap().succeeded);
-                live.remove(&key);
-                kinds.push(EventKind::Delete);
-            }
-            Some(rev) => {
-                let out = store
-                    .update(&key, i.to_le_bytes().to_vec(), rev, 0)
-                    .await
-                    .unwrap();
-                live.insert(key, out.revision);
-                kinds.push(EventKind::Update);
-            }
-        }
-        if i % 1000 == 0 {
-            // The consumer is asleep; give the watcher time to fill its queue and block.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut got: Vec<Event> = Vec::new();
-    while got.len() < 5000 {
-        let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("stalled")
-            .expect("ended")
-            .expect("watch error");
-        assert!(
-            !batch.is_empty() && batch.len() <= 500,
-            "batch of {}",
-            batch.len()
-        );
-        got.extend(batch);
-    }
-    assert_eq!(got.len(), 5000);
-    let revs: Vec<i64> = got.iter().map(|e| e.kv.mod_revision).collect();
-    assert_eq!(revs, (1..=5000).collect::<Vec<_>>());
-    assert_eq!(got.iter().map(|e| e.kind).collect::<Vec<_>>(), kinds);
-    for (i, e) in got.iter().enumerate() {
-        if e.kind != EventKind::Delete {
-            assert_eq!(e.kv.value, (i as u32).to_le_bytes().to_vec());
-        }
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(100), stream.next())
-            .await
-            .is_err()
-    );
+    let (_dir, store) = open().await;
+    semantics::slow_consumer_loses_nothing(store, SQLITE).await;
 }

@@ -1,7 +1,7 @@
 //! The command line. Flag names follow k3s (`k3s server --help`) so that people and
 //! scripts that know k3s can drive krust the same way.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +21,37 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane: API server over an embedded SQLite datastore.
     Server(ServerArgs),
+    /// Serve the embedded SQLite datastore over the etcd v3 gRPC API (plain HTTP/2), so that
+    /// `etcdctl` and etcd clients can use it.
+    Kine(KineArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KineArgs {
+    /// Address to serve the etcd v3 API on (plain HTTP/2, no TLS).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    pub listen: SocketAddr,
+
+    /// krust's data folder: serves the server's store, DATA_DIR/server/db/state.db.
+    #[arg(
+        short = 'd',
+        long,
+        env = "KRUST_DATA_DIR",
+        default_value = "/var/lib/krust"
+    )]
+    pub data_dir: PathBuf,
+
+    /// The SQLite database file to serve (created if missing); overrides --data-dir.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+
+    /// Seconds between datastore compactions (kine's default: 5 minutes).
+    #[arg(long, default_value_t = 300)]
+    pub compact_interval: u64,
+
+    /// Revisions of history kept by each compaction (kine's default: 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub compact_retain: i64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -51,9 +82,22 @@ pub struct ServerArgs {
     pub write_kubeconfig_mode: Option<u32>,
 
     /// Where the cluster state lives. Default: embedded SQLite at
-    /// DATA_DIR/server/db/state.db. Accepts sqlite://PATH.
+    /// DATA_DIR/server/db/state.db. Accepts sqlite://PATH, or an etcd cluster as
+    /// http(s)://HOST:2379[,http(s)://HOST2:2379...].
     #[arg(short = 'E', long, env = "KRUST_DATASTORE_ENDPOINT")]
     pub datastore_endpoint: Option<String>,
+
+    /// TLS CA file that signed the etcd datastore's certificates (https:// endpoints).
+    #[arg(long, env = "KRUST_DATASTORE_CAFILE", value_name = "FILE")]
+    pub datastore_cafile: Option<PathBuf>,
+
+    /// TLS client certificate for the etcd datastore.
+    #[arg(long, env = "KRUST_DATASTORE_CERTFILE", value_name = "FILE")]
+    pub datastore_certfile: Option<PathBuf>,
+
+    /// TLS client key for the etcd datastore.
+    #[arg(long, env = "KRUST_DATASTORE_KEYFILE", value_name = "FILE")]
+    pub datastore_keyfile: Option<PathBuf>,
 
     /// Do not run the node agent on this machine (there is no agent yet: accepted for k3s compatibility).
     #[arg(long)]
@@ -74,6 +118,16 @@ pub struct ServerArgs {
     /// Revisions of history kept by each compaction (kine's default: 1000). Hidden: for tests.
     #[arg(long, hide = true, default_value_t = 1000)]
     pub datastore_compact_retain: i64,
+
+    /// Events the watch cache keeps for watchers resuming from an older resourceVersion
+    /// (older ones get 410 Gone and relist). Upstream's flag name.
+    #[arg(long, default_value_t = apiserver::registry::cache::DEFAULT_WINDOW)]
+    pub default_watch_cache_size: usize,
+
+    /// Also serve the datastore over the etcd v3 gRPC API (plain HTTP/2, no TLS: keep it on
+    /// loopback) at this address, e.g. 127.0.0.1:2379, for etcdctl and etcd clients.
+    #[arg(long, value_name = "ADDR")]
+    pub datastore_listen: Option<SocketAddr>,
 }
 
 /// Parses a Unix file mode written in octal, as k3s's `--write-kubeconfig-mode 644`.
@@ -101,13 +155,55 @@ mod tests {
     #[test]
     fn server_defaults_match_k3s() {
         let cli = Cli::try_parse_from(["krust", "server"]).unwrap();
-        let Command::Server(args) = cli.command;
+        let Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
         assert_eq!(args.data_dir, PathBuf::from("/var/lib/krust"));
         assert_eq!(args.https_listen_port, 6443);
         assert_eq!(args.bind_address.to_string(), "0.0.0.0");
         assert!(args.tls_san.is_empty());
         assert_eq!(args.datastore_compact_interval, 300);
         assert_eq!(args.datastore_compact_retain, 1000);
+        assert_eq!(args.datastore_listen, None);
+    }
+
+    #[test]
+    fn kine_flags() {
+        let cli = Cli::try_parse_from(["krust", "kine", "--db", "/tmp/x.db"]).unwrap();
+        let Command::Kine(args) = cli.command else {
+            panic!("not kine")
+        };
+        assert_eq!(args.listen.to_string(), "127.0.0.1:2379");
+        assert_eq!(args.db, Some(PathBuf::from("/tmp/x.db")));
+        let cli = Cli::try_parse_from(["krust", "server", "--datastore-listen", "127.0.0.1:2399"])
+            .unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        assert_eq!(args.datastore_listen.unwrap().port(), 2399);
+    }
+
+    #[test]
+    fn datastore_tls_flags() {
+        let cli = Cli::try_parse_from([
+            "krust",
+            "server",
+            "--datastore-endpoint",
+            "https://10.0.0.1:2379,https://10.0.0.2:2379",
+            "--datastore-cafile",
+            "/etc/etcd/ca.crt",
+            "--datastore-certfile",
+            "/etc/etcd/client.crt",
+            "--datastore-keyfile",
+            "/etc/etcd/client.key",
+        ])
+        .unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        assert_eq!(args.datastore_cafile, Some(PathBuf::from("/etc/etcd/ca.crt")));
+        assert_eq!(args.datastore_certfile, Some(PathBuf::from("/etc/etcd/client.crt")));
+        assert_eq!(args.datastore_keyfile, Some(PathBuf::from("/etc/etcd/client.key")));
     }
 
     #[test]
@@ -126,7 +222,9 @@ mod tests {
             "--disable-agent",
         ])
         .unwrap();
-        let Command::Server(args) = cli.command;
+        let Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
         assert_eq!(args.write_kubeconfig, Some(PathBuf::from("/tmp/k.yaml")));
         assert_eq!(args.write_kubeconfig_mode, Some(0o644));
         assert_eq!(args.tls_san, vec!["a.example", "10.0.0.1"]);

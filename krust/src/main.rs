@@ -3,6 +3,7 @@
 mod cli;
 mod datastore;
 mod files;
+mod kine;
 mod kubeconfig;
 mod pki;
 mod serve;
@@ -26,6 +27,7 @@ async fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Server(args) => server::run(args, started).await,
+        Command::Kine(args) => kine::run(args, started).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

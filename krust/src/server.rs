@@ -14,7 +14,7 @@ use crate::cli::ServerArgs;
 use crate::datastore::{self, Endpoint};
 use crate::files::ServerPaths;
 use crate::pki::{self, San};
-use crate::{kubeconfig, serve, token};
+use crate::{kine, kubeconfig, serve, token};
 
 /// Names every API server certificate covers, as k3s's: how clients on this machine and
 /// pods (through the `kubernetes` Service) reach it.
@@ -27,6 +27,16 @@ const DEFAULT_SANS: &[&str] = &[
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 ];
+
+/// The etcd datastore's TLS files (`--datastore-cafile/-certfile/-keyfile`), if any is given.
+fn datastore_tls(args: &ServerArgs) -> Option<kine_sqlite::TlsFiles> {
+    let files = kine_sqlite::TlsFiles {
+        ca: args.datastore_cafile.clone(),
+        cert: args.datastore_certfile.clone(),
+        key: args.datastore_keyfile.clone(),
+    };
+    (files != kine_sqlite::TlsFiles::default()).then_some(files)
+}
 
 /// Kubeconfigs hold the admin key: private unless `--write-kubeconfig-mode` says otherwise.
 const KUBECONFIG_MODE: u32 = 0o600;
@@ -46,8 +56,13 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         interval: std::time::Duration::from_secs(args.datastore_compact_interval.max(1)),
         keep: args.datastore_compact_retain.max(0),
     };
-    let backend = datastore::open(&endpoint, compaction).await?;
-    let router = apiserver::app(backend)
+    let backend = datastore::open_with(&endpoint, &datastore_tls(&args), compaction).await?;
+    let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
+    let grpc = match args.datastore_listen {
+        Some(addr) => Some(kine::spawn_grpc(addr, backend.clone(), grpc_stopped).await?),
+        None => None,
+    };
+    let router = apiserver::app_with(backend, apiserver::Config { watch_cache_size: args.default_watch_cache_size })
         .await
         .context("starting the API server")?;
     let tls = serve::tls_config(&pki)?;
@@ -65,6 +80,10 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         kubeconfig_path.display()
     );
     serve::serve(listener, tls, router, stop).await?;
+    if let Some(grpc) = grpc {
+        let _ = stop_grpc.send(true);
+        let _ = grpc.await;
+    }
     tracing::info!("krust server stopped");
     Ok(())
 }
@@ -159,7 +178,9 @@ mod tests {
     fn args(extra: &[&str]) -> ServerArgs {
         let mut argv = vec!["krust", "server"];
         argv.extend_from_slice(extra);
-        let crate::cli::Command::Server(args) = crate::cli::Cli::parse_from(argv).command;
+        let crate::cli::Command::Server(args) = crate::cli::Cli::parse_from(argv).command else {
+            panic!("not server")
+        };
         args
     }
 

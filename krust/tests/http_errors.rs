@@ -478,12 +478,15 @@ fn stale_resource_version_is_409_conflict() {
 
 #[test]
 fn compacted_continue_token_and_watch_are_410() {
-    // Compaction every second, keeping one revision of history.
+    // Compaction every second, keeping one revision of history; the watch cache keeps only
+    // the last two events, so watches from older revisions are expired too.
     let server = server_with_keep(&[
         "--datastore-compact-interval",
         "1",
         "--datastore-compact-retain",
         "1",
+        "--default-watch-cache-size",
+        "2",
     ]);
     for i in 0..4 {
         let (code, body) = server.curl_admin(
@@ -531,7 +534,8 @@ fn compacted_continue_token_and_watch_are_410() {
         "{status}"
     );
 
-    // A watch from the compacted revision: one ERROR event carrying a 410 Status.
+    // A watch from a revision older than the watch cache's window: one ERROR event carrying
+    // a 410 Status.
     let (code, body) = server.curl_admin(
         "GET",
         &format!("{CM_URL}?watch=1&resourceVersion={old_rv}&timeoutSeconds=5"),

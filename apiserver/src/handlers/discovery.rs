@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/apis/", get(groups))
         .route("/api/v1", get(core_v1))
         .route("/apis/{group}", get(one_group))
+        .route("/apis/{group}/", get(one_group))
         .route("/apis/{group}/{version}", get(group_version))
 }
 

@@ -1,116 +1,129 @@
-//! OpenAPI v3 documents, derived from the registry. For now they carry the operations
-//! (paths, verbs, parameters and `x-kubernetes-group-version-kind`) but no schemas: enough
-//! for kubectl to learn that the server validates fields itself (`fieldValidation`), so it
-//! sends `fieldValidation=Strict` instead of validating client side. Schemas (for
-//! `kubectl explain`) come with the API machinery work.
+//! `/openapi/v2` and `/openapi/v3`: the documents built (and cached) by [`crate::openapi`].
+//!
+//! v3: the index lists each group-version's document under a `?hash=` URL; a request with
+//! the current hash is answered `Cache-Control: public, immutable`, one with another hash
+//! is redirected to the current URL, one without a hash gets `no-cache` (as upstream).
+//! v2: JSON, or the protobuf encoding client-go asks for
+//! (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`). Both answer `ETag` and
+//! `304 Not Modified` to a matching `If-None-Match`.
 
-use axum::extract::{Path, State};
-use axum::http::header;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Map};
 
 use crate::error::{ApiError, ApiResult};
-use crate::registry::store::GenericStore;
+use crate::openapi::{self, gv_path, Doc};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/openapi/v3", get(index)).route("/openapi/v3/{*gv}", get(group_version))
+    Router::new()
+        .route("/openapi/v2", get(v2))
+        .route("/openapi/v3", get(index))
+        .route("/openapi/v3/{*gv}", get(group_version))
 }
 
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
+const V2_PROTO: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+const V2_PROTO_OLD: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+const JSON: &str = "application/json";
+
+/// Media types of an Accept header, without parameters; empty means anything.
+fn accepted(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn accepts_json(types: &[String]) -> bool {
+    types.is_empty() || types.iter().any(|t| matches!(t.as_str(), "application/json" | "application/*" | "*/*"))
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*"))
+}
+
+fn respond(headers: &HeaderMap, doc: &Doc, content_type: &str, cache_control: &str) -> Response {
+    let etag = format!("\"{}\"", doc.hash);
+    let mut h = HeaderMap::new();
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(cache_control).expect("ascii"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    if not_modified(headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
     }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).expect("ascii"));
+    (h, doc.bytes.clone()).into_response()
 }
 
-async fn index(State(st): State<AppState>) -> Response {
+async fn v2(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let types = accepted(&headers);
+    let proto = types.iter().any(|t| t == &V2_PROTO.to_ascii_lowercase() || t == &V2_PROTO_OLD.to_ascii_lowercase());
+    if proto {
+        let doc = openapi::v2(&st.registry, true);
+        // Go's mime parser rejects the `@` of the requested type: answer with the other
+        // spelling, as upstream does.
+        return Ok(respond(&headers, &doc, V2_PROTO_OLD, "no-cache, private"));
+    }
+    if !accepts_json(&types) {
+        return Err(ApiError::NotAcceptable(format!("only the following media types are accepted: {JSON}, {V2_PROTO}")));
+    }
+    let doc = openapi::v2(&st.registry, false);
+    Ok(respond(&headers, &doc, JSON, "no-cache, private"))
+}
+
+async fn index(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if !accepts_json(&accepted(&headers)) {
+        return Err(ApiError::NotAcceptable(format!("only the following media types are accepted: {JSON}")));
+    }
     let mut paths = Map::new();
     for (group, versions) in st.registry.groups() {
         for v in versions {
             let p = gv_path(&group, &v);
-            // The hash lets clients cache a document; the server's version identifies it.
-            let url = format!("/openapi/v3/{p}?hash={}", crate::handlers::health::GIT_VERSION.replace('+', "-"));
-            paths.insert(p, json!({"serverRelativeURL": url}));
+            if let Some(doc) = openapi::v3(&st.registry, &group, &v) {
+                paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", doc.hash)}));
+            }
         }
     }
-    json_doc(json!({"paths": paths}))
+    let body = serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, JSON), (header::CACHE_CONTROL, "no-cache, private")], body).into_response())
 }
 
-fn json_doc(v: Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(&v).unwrap_or_default()).into_response()
+#[derive(Deserialize)]
+struct HashQuery {
+    hash: Option<String>,
 }
 
-async fn group_version(State(st): State<AppState>, Path(gv): Path<String>) -> ApiResult<Response> {
+async fn group_version(State(st): State<AppState>, Path(gv): Path<String>, Query(q): Query<HashQuery>, headers: HeaderMap) -> ApiResult<Response> {
     let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
         ["api", v] => (String::new(), v.to_string()),
         ["apis", g, v] => (g.to_string(), v.to_string()),
         _ => return Err(ApiError::NoRoute),
     };
-    let stores = st.registry.resources(&group, &version);
-    if stores.is_empty() {
-        return Err(ApiError::NoRoute);
+    let doc = openapi::v3(&st.registry, &group, &version).ok_or(ApiError::NoRoute)?;
+    if !accepts_json(&accepted(&headers)) {
+        return Err(ApiError::NotAcceptable(format!("only the following media types are accepted: {JSON}")));
     }
-    let mut paths = Map::new();
-    for s in &stores {
-        paths.extend(resource_paths(s));
+    match q.hash {
+        Some(h) if h == doc.hash => Ok(respond(&headers, &doc, JSON, "public, immutable")),
+        Some(_) => {
+            let location = format!("/openapi/v3/{}?hash={}", gv_path(&group, &version), doc.hash);
+            Ok((
+                StatusCode::MOVED_PERMANENTLY,
+                [(header::LOCATION, location), (header::CACHE_CONTROL, "no-cache, private".to_string())],
+            )
+                .into_response())
+        }
+        None => Ok(respond(&headers, &doc, JSON, "no-cache, private")),
     }
-    Ok(json_doc(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": crate::handlers::health::GIT_VERSION},
-        "paths": paths,
-        "components": {"schemas": {}},
-    })))
-}
-
-fn query_param(name: &str) -> Value {
-    json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}})
-}
-
-/// The item and collection paths of one resource with their operations.
-fn resource_paths(s: &GenericStore) -> Map<String, Value> {
-    let i = s.info();
-    let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});
-    let base = format!("/{}", gv_path(&i.group, &i.version));
-    let collection = if i.namespaced {
-        format!("{base}/namespaces/{{namespace}}/{}", i.plural)
-    } else {
-        format!("{base}/{}", i.plural)
-    };
-    let op = |action: &str, params: Vec<Value>| {
-        json!({
-            "operationId": format!("{action}{}", i.kind),
-            "x-kubernetes-action": action,
-            "x-kubernetes-group-version-kind": gvk,
-            "parameters": params,
-            "responses": {"200": {"description": "OK"}},
-        })
-    };
-    let write = || vec![query_param("dryRun"), query_param("fieldManager"), query_param("fieldValidation")];
-    let mut out = Map::new();
-    out.insert(
-        collection.clone(),
-        json!({
-            "get": op("list", vec![query_param("labelSelector"), query_param("fieldSelector"), query_param("limit"), query_param("continue"), query_param("watch"), query_param("resourceVersion")]),
-            "post": op("post", write()),
-            "delete": op("deletecollection", vec![query_param("labelSelector"), query_param("fieldSelector")]),
-        }),
-    );
-    out.insert(
-        format!("{collection}/{{name}}"),
-        json!({
-            "get": op("get", vec![]),
-            "put": op("put", write()),
-            "patch": op("patch", {
-                let mut p = write();
-                p.push(query_param("force"));
-                p
-            }),
-            "delete": op("delete", vec![query_param("gracePeriodSeconds"), query_param("propagationPolicy"), query_param("dryRun")]),
-        }),
-    );
-    out
 }

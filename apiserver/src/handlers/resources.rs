@@ -407,13 +407,15 @@ impl Req {
     fn decode_write(&self, body: &Bytes) -> ApiResult<(Value, Vec<String>)> {
         let mode = self.field_validation()?;
         let raw = self.parse_object(body)?;
-        let mut problems = if negotiate::is_json(&self.headers) {
+        let duplicates = if negotiate::is_json(&self.headers) {
             fieldvalidation::parse_reporting_duplicates(body).map(|(_, d)| d).unwrap_or_default()
         } else {
             Vec::new()
         };
         let obj = self.store().decode_body(raw.clone())?;
-        problems.extend(fieldvalidation::unknown_fields(&raw, &obj));
+        // upstream's strict decoding error lists unknown fields before duplicate ones
+        let mut problems = fieldvalidation::unknown_fields(&raw, &obj);
+        problems.extend(duplicates);
         Ok((obj, mode.enforce(problems)?))
     }
 

@@ -25,6 +25,7 @@ pub mod rbac;
 pub mod lease;
 pub mod endpoints;
 pub mod podtemplate;
+pub mod crd;
 pub mod hpa;
 pub mod hpa_v1;
 pub mod pdb;
@@ -139,7 +140,7 @@ pub fn all() -> Vec<Kind> {
         typed::<api::storage::v1::CSINode>(Plain, &[], &[], &[]),
         typed::<api::storage::v1::VolumeAttachment>(Plain, &[], &[], STATUS),
         // apiextensions (objects stored; serving custom resources comes with the CRD issue)
-        typed::<apiextensions::CustomResourceDefinition>(Plain, &["crd", "crds"], &["api-extensions"], STATUS),
+        typed::<apiextensions::CustomResourceDefinition>(crd::CrdStrategy, &["crd", "crds"], &["api-extensions"], STATUS),
         // scheduling, node, certificates, admissionregistration
         typed::<api::scheduling::v1::PriorityClass>(Plain, &["pc"], &[], &[]),
         typed::<api::node::v1::RuntimeClass>(Plain, &[], &[], &[]),

@@ -42,10 +42,39 @@ fn apply_error(e: ApplyError) -> ApiError {
     }
 }
 
+/// List types from an OpenAPI schema's `x-kubernetes-list-type` and `-list-map-keys`;
+/// lists without them are atomic, as upstream.
+struct SchemaListTypes(Value);
+
+impl apply::Schema for SchemaListTypes {
+    fn list_type(&self, path: &[&str]) -> apply::ListType {
+        let mut node = &self.0;
+        for field in path {
+            if node["type"] == "array" {
+                node = &node["items"];
+            }
+            node = match node["properties"].get(*field) {
+                Some(p) => p,
+                None => &node["additionalProperties"],
+            };
+        }
+        let keys = || node["x-kubernetes-list-map-keys"].as_array().map(|k| k.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
+        match node["x-kubernetes-list-type"].as_str() {
+            Some("set") => apply::ListType::Set,
+            Some("map") => apply::ListType::Map(keys()),
+            _ => apply::ListType::Atomic,
+        }
+    }
+}
+
 impl GenericStore {
-    /// The list semantics merges follow. Built-in kinds use upstream's patch metadata.
-    fn merge_schema(&self) -> BuiltinSchema {
-        BuiltinSchema
+    /// The list semantics merges follow: a custom resource's schema extensions, or the
+    /// built-in kinds' patch metadata.
+    fn merge_schema(&self) -> Box<dyn apply::Schema> {
+        match self.kind.strategy.openapi_schema() {
+            Some(schema) => Box::new(SchemaListTypes(schema)),
+            None => Box::new(BuiltinSchema),
+        }
     }
 
     /// Ownership after a non-apply write: fields the write changed go to `manager`.
@@ -58,7 +87,7 @@ impl GenericStore {
         };
         let subresource = (target == Target::Status).then_some("status");
         let api_version = self.info().api_version();
-        let entries = apply::update(old, new, &base, manager, &api_version, subresource, &self.merge_schema(), &meta::now());
+        let entries = apply::update(old, new, &base, manager, &api_version, subresource, &*self.merge_schema(), &meta::now());
         apply::set_managed_fields(new, &entries);
     }
 
@@ -74,7 +103,7 @@ impl GenericStore {
         loop {
             match self.get(ctx.namespace.as_deref(), name).await {
                 Err(ApiError::NotFound { .. }) if target == Target::Main => {
-                    let (new, entries) = apply::apply_as(&Value::Null, &config, &[], &writer, force, &self.merge_schema(), &meta::now())
+                    let (new, entries) = apply::apply_as(&Value::Null, &config, &[], &writer, force, &*self.merge_schema(), &meta::now())
                         .map_err(apply_error)?;
                     let mut obj = self.decode_body(new)?;
                     meta::set(&mut obj, "name", serde_json::json!(name));
@@ -90,7 +119,7 @@ impl GenericStore {
                     return self
                         .guaranteed_update(ctx, name, target, &untracked, |live| {
                             let managed = apply::managed_fields_of(live).unwrap_or_default();
-                            let (new, entries) = apply::apply_as(live, &config, &managed, &writer, force, &self.merge_schema(), &meta::now())
+                            let (new, entries) = apply::apply_as(live, &config, &managed, &writer, force, &*self.merge_schema(), &meta::now())
                                 .map_err(apply_error)?;
                             let mut obj = self.decode_body(new)?;
                             apply::set_managed_fields(&mut obj, &entries);

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
 use crate::meta;
+use crate::registry::cache::TooOld;
 use crate::registry::store::GenericStore;
 use crate::selectors::{fields::FieldSelector, labels::LabelSelector};
 
@@ -73,6 +74,9 @@ struct ContinueToken {
 
 const TOKEN_VERSION: &str = "meta.k8s.io/v1";
 
+/// How long a consistent list waits for the watch cache to catch up before asking the store.
+const CACHE_CATCH_UP: Duration = Duration::from_secs(3);
+
 fn encode_token(rv: i64, start: &str) -> String {
     let t = ContinueToken { v: TOKEN_VERSION.into(), rv, start: start.into() };
     base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&t).unwrap_or_default())
@@ -121,6 +125,11 @@ fn compacted_list_error(e: StoreError, continuing: bool) -> ApiError {
 }
 
 impl GenericStore {
+    /// Whether the selection selects every object (no label or field requirements).
+    fn selects_everything(&self, sel: &Selection) -> bool {
+        sel.labels == LabelSelector::everything() && sel.fields == FieldSelector::everything()
+    }
+
     /// Whether an object passes the selection.
     pub fn selects(&self, sel: &Selection, obj: &Value) -> bool {
         sel.labels.matches(&meta::labels(obj)) && sel.fields.matches(&self.kind.strategy.selectable_fields(obj))
@@ -131,6 +140,9 @@ impl GenericStore {
     pub async fn list(&self, namespace: Option<&str>, opts: &ListOptions) -> ApiResult<ListPage> {
         let prefix = self.prefix(namespace);
         let rv = parse_rv(opts.resource_version.as_deref())?;
+        if let Some(page) = self.list_from_cache(&prefix, rv, opts).await? {
+            return Ok(page);
+        }
         let (mut revision, mut start) = match &opts.continue_token {
             Some(token) => {
                 if rv.is_some_and(|r| r > 0) {
@@ -160,8 +172,21 @@ impl GenericStore {
                 }
                 if limit > 0 && items.len() as i64 == limit {
                     let more = i + 1 < fetched || page.more;
-                    let token = more.then(|| encode_token(revision, &format!("{}\0", &kv.key[prefix.len()..])));
-                    return Ok(ListPage { items, revision, continue_token: token, remaining: None });
+                    let next = format!("{}\0", &kv.key[prefix.len()..]);
+                    let token = more.then(|| encode_token(revision, &next));
+                    // As upstream: without selectors a page with a continue token tells how
+                    // many objects follow it (at the list's revision).
+                    let remaining = if more && self.selects_everything(&opts.selection) {
+                        let rest = self
+                            .backend
+                            .list(&prefix, &format!("{prefix}{next}"), 0, revision)
+                            .await
+                            .map_err(|e| compacted_list_error(e, continuing))?;
+                        Some(rest.kvs.len() as i64)
+                    } else {
+                        None
+                    };
+                    return Ok(ListPage { items, revision, continue_token: token, remaining });
                 }
             }
             match page.kvs.last() {
@@ -169,6 +194,34 @@ impl GenericStore {
                 _ => return Ok(ListPage { items, revision, continue_token: None, remaining: None }),
             }
         }
+    }
+
+    /// Serves a list from the watch cache when its semantics allow: `resourceVersion=0`
+    /// (any state, as upstream ignoring `limit`), or an unpaginated consistent list once the
+    /// cache has caught up with the store's current revision. `None`: ask the store.
+    async fn list_from_cache(&self, prefix: &str, rv: Option<i64>, opts: &ListOptions) -> ApiResult<Option<ListPage>> {
+        let plain_match = opts.resource_version_match.as_deref().is_none_or(str::is_empty);
+        let any = rv == Some(0) && plain_match;
+        let consistent = rv.is_none() && opts.limit <= 0 && plain_match;
+        if opts.continue_token.is_some() || !(any || consistent) {
+            return Ok(None);
+        }
+        self.cache.ensure_started().await?;
+        if consistent {
+            let current = self.backend.current_revision().await?;
+            if !self.cache.wait_for(current, CACHE_CATCH_UP).await {
+                return Ok(None);
+            }
+        }
+        let (revision, kvs) = self.cache.list(prefix);
+        let mut items = Vec::new();
+        for kv in &kvs {
+            let obj = self.decode(kv)?;
+            if self.selects(&opts.selection, &obj) {
+                items.push(obj);
+            }
+        }
+        Ok(Some(ListPage { items, revision, continue_token: None, remaining: None }))
     }
 
     /// The revision a list is served at: exact when asked (or, as upstream, when a
@@ -224,19 +277,10 @@ impl GenericStore {
                 (events, page.revision + 1)
             }
         };
-        let prefix = self.prefix(namespace);
-        let store_stream = match self.backend.watch(&prefix, start_rev).await {
-            Ok(s) => s,
-            Err(StoreError::Compacted { compacted, .. }) => {
-                let err = too_old(start_rev - 1, compacted);
-                let event = WatchEvent { kind: "ERROR", object: err.to_status() };
-                return Ok(futures::stream::iter(vec![event]).boxed());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        self.cache.ensure_started().await?;
         let (tx, rx) = mpsc::channel::<WatchEvent>(256);
-        let ctx = WatchTask { store: self.clone_for_watch(), opts, last_rev: start_rev - 1 };
-        tokio::spawn(ctx.run(initial, store_stream, tx));
+        let task = WatchTask { store: self.clone_for_watch(), prefix: self.prefix(namespace), opts, last_rev: start_rev - 1 };
+        tokio::spawn(task.run(initial, tx));
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
@@ -250,7 +294,7 @@ impl GenericStore {
     }
 
     fn clone_for_watch(&self) -> GenericStore {
-        GenericStore::new(self.kind.clone(), self.backend.clone())
+        GenericStore::with_cache(self.kind.clone(), self.backend.clone(), self.cache.clone())
     }
 
     /// Turns one store event into the watch event this selection sees, if any: an object
@@ -275,16 +319,22 @@ impl GenericStore {
     }
 }
 
-/// The task behind one watch: forwards store events, bookmarks and the timeout into a
-/// bounded channel. It ends when the client goes away.
+/// The task behind one watch: follows the watch cache's event window from its own
+/// position, forwarding events, bookmarks and the timeout into a bounded channel. It ends
+/// when the client goes away or falls out of the window (410).
 struct WatchTask {
     store: GenericStore,
+    prefix: String,
     opts: WatchOptions,
+    /// Every event up to this revision has been considered.
     last_rev: i64,
 }
 
+/// Events read from the cache at a time.
+const WATCH_BATCH: usize = 500;
+
 impl WatchTask {
-    async fn run(mut self, initial: Vec<WatchEvent>, mut events: kine_sqlite::WatchStream, tx: mpsc::Sender<WatchEvent>) {
+    async fn run(mut self, initial: Vec<WatchEvent>, tx: mpsc::Sender<WatchEvent>) {
         for e in initial {
             if tx.send(e).await.is_err() {
                 return;
@@ -294,7 +344,12 @@ impl WatchTask {
         tokio::pin!(deadline);
         let mut bookmarks = tokio::time::interval(self.opts.bookmark_interval);
         bookmarks.tick().await;
+        let mut progress = self.store.cache.subscribe();
         loop {
+            progress.borrow_and_update();
+            if !self.catch_up(&tx).await {
+                return;
+            }
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
@@ -303,9 +358,8 @@ impl WatchTask {
                         return;
                     }
                 }
-                batch = events.next() => {
-                    let Some(batch) = batch else { return };
-                    if !self.forward(batch, &tx).await {
+                changed = progress.changed() => {
+                    if changed.is_err() {
                         return;
                     }
                 }
@@ -313,34 +367,35 @@ impl WatchTask {
         }
     }
 
-    /// Sends one batch; false when the watch must end.
-    async fn forward(&mut self, batch: kine_sqlite::Result<Vec<Event>>, tx: &mpsc::Sender<WatchEvent>) -> bool {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                let err = match e {
-                    StoreError::Compacted { requested, compacted } => too_old(requested, compacted),
-                    other => other.into(),
-                };
-                let _ = tx.send(WatchEvent { kind: "ERROR", object: err.to_status() }).await;
-                return false;
-            }
-        };
-        for ev in &batch {
-            self.last_rev = ev.kv.mod_revision;
-            match self.store.translate(&self.opts.selection, ev) {
-                Ok(Some(we)) => {
-                    if tx.send(we).await.is_err() {
+    /// Sends every cached event after `last_rev`; false when the watch must end.
+    async fn catch_up(&mut self, tx: &mpsc::Sender<WatchEvent>) -> bool {
+        loop {
+            let (events, seen) = match self.store.cache.events_after(&self.prefix, self.last_rev, WATCH_BATCH) {
+                Ok(found) => found,
+                Err(TooOld { oldest }) => {
+                    let err = too_old(self.last_rev, oldest);
+                    let _ = tx.send(WatchEvent { kind: "ERROR", object: err.to_status() }).await;
+                    return false;
+                }
+            };
+            for ev in &events {
+                match self.store.translate(&self.opts.selection, ev) {
+                    Ok(Some(we)) => {
+                        if tx.send(we).await.is_err() {
+                            return false;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.send(WatchEvent { kind: "ERROR", object: e.to_status() }).await;
                         return false;
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = tx.send(WatchEvent { kind: "ERROR", object: e.to_status() }).await;
-                    return false;
-                }
+            }
+            self.last_rev = seen;
+            if events.len() < WATCH_BATCH {
+                return true;
             }
         }
-        true
     }
 }

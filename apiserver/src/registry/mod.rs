@@ -72,6 +72,7 @@ pub struct Kind {
 }
 
 pub mod apply;
+pub mod cache;
 pub mod list;
 pub mod scale;
 pub mod store;
@@ -88,14 +89,21 @@ use store::GenericStore;
 pub struct Registry {
     stores: RwLock<Vec<Arc<GenericStore>>>,
     backend: Arc<dyn Backend>,
+    cache: Arc<cache::WatchCache>,
     /// Bumped whenever the set of served resources changes (custom resources).
     generation: AtomicU64,
 }
 
 impl Registry {
     pub fn new(kinds: Vec<Kind>, backend: Arc<dyn Backend>) -> Self {
-        let stores = kinds.into_iter().map(|k| Arc::new(GenericStore::new(k, backend.clone()))).collect();
-        Registry { stores: RwLock::new(stores), backend, generation: AtomicU64::new(0) }
+        Self::with_watch_cache_size(kinds, backend, cache::DEFAULT_WINDOW)
+    }
+
+    /// A registry whose watch cache keeps `window` events for resuming watchers.
+    pub fn with_watch_cache_size(kinds: Vec<Kind>, backend: Arc<dyn Backend>, window: usize) -> Self {
+        let cache = cache::WatchCache::new(backend.clone(), window);
+        let stores = kinds.into_iter().map(|k| Arc::new(GenericStore::with_cache(k, backend.clone(), cache.clone()))).collect();
+        Registry { stores: RwLock::new(stores), backend, cache, generation: AtomicU64::new(0) }
     }
 
     /// Changes whenever resources are added or removed, so caches derived from the set of
@@ -117,7 +125,7 @@ impl Registry {
             old == kinds.iter().map(|k| k.info.clone()).collect::<Vec<_>>()
         };
         stores.retain(|s| !(s.info().group == group && s.info().plural == plural));
-        stores.extend(kinds.into_iter().map(|k| Arc::new(GenericStore::new(k, self.backend.clone()))));
+        stores.extend(kinds.into_iter().map(|k| Arc::new(GenericStore::with_cache(k, self.backend.clone(), self.cache.clone()))));
         if !unchanged {
             tracing::info!(group, plural, "serving custom resource");
         }

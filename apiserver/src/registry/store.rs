@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult, OPTIMISTIC_LOCK_MSG};
 use crate::meta;
+use crate::registry::cache::{self, WatchCache};
 use crate::registry::{Kind, ReqCtx, ResourceInfo};
 use crate::validation::{self, FieldError, FieldErrors};
 
@@ -66,13 +67,21 @@ const EVENT_TTL_SECONDS: i64 = 3600;
 pub struct GenericStore {
     pub kind: Kind,
     pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) cache: Arc<WatchCache>,
     /// Events share one lease per minute, as upstream's lease manager reuses leases.
     event_lease: Mutex<Option<(LeaseId, Instant)>>,
 }
 
 impl GenericStore {
+    /// A store with a watch cache of its own (tests; the registry shares one cache).
     pub fn new(kind: Kind, backend: Arc<dyn Backend>) -> Self {
-        GenericStore { kind, backend, event_lease: Mutex::new(None) }
+        let cache = WatchCache::new(backend.clone(), cache::DEFAULT_WINDOW);
+        Self::with_cache(kind, backend, cache)
+    }
+
+    /// A store whose lists and watches go through a shared watch cache.
+    pub fn with_cache(kind: Kind, backend: Arc<dyn Backend>, cache: Arc<WatchCache>) -> Self {
+        GenericStore { kind, backend, cache, event_lease: Mutex::new(None) }
     }
 
     pub fn info(&self) -> &ResourceInfo {
