@@ -516,3 +516,28 @@ async fn watch_cache_fans_out_one_store_watch() {
     assert_eq!(line["type"], "ERROR", "{body}");
     assert_eq!(line["object"]["code"], 410);
 }
+
+#[tokio::test]
+async fn propagation_policy_records_gc_finalizers() {
+    let h = Harness::new().await;
+    for name in ["fg", "or", "bg"] {
+        h.call("POST", CMS, Some(cm(name, json!({})))).await;
+    }
+    let opts = |p: &str| json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": p});
+    let (s, fg) = h.call("DELETE", &format!("{CMS}/fg"), Some(opts("Foreground"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(fg["metadata"]["finalizers"], json!(["foregroundDeletion"]), "{fg}");
+    assert!(fg["metadata"]["deletionTimestamp"].is_string());
+    let (s, or) = h.call("DELETE", &format!("{CMS}/or?propagationPolicy=Orphan"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(or["metadata"]["finalizers"], json!(["orphan"]), "{or}");
+    let (s, bg) = h.call("DELETE", &format!("{CMS}/bg"), Some(opts("Background"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bg["kind"], "Status", "background deletes at once: {bg}");
+    let (s, _) = h.call("DELETE", &format!("{CMS}/fg"), Some(opts("Sideways"))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // The garbage collector's part: once it drops the finalizer, the object goes.
+    let (s, _) = h.patch(&format!("{CMS}/fg"), "application/merge-patch+json", json!({"metadata": {"finalizers": null}})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h.call("GET", &format!("{CMS}/fg"), None).await.0, StatusCode::NOT_FOUND);
+}

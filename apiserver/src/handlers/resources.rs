@@ -23,7 +23,7 @@ use crate::handlers::negotiate::{self, Output};
 use crate::meta;
 use crate::patch;
 use crate::registry::list::{ListOptions, Selection, WatchOptions};
-use crate::registry::store::{DeleteOptions, GenericStore, Target, WriteOptions, Written};
+use crate::registry::store::{DeleteOptions, GenericStore, Propagation, Target, WriteOptions, Written};
 use crate::registry::{table, ReqCtx};
 use crate::selectors::{fields, labels};
 use crate::AppState;
@@ -495,13 +495,19 @@ impl Req {
             if let Some(d) = v["dryRun"].as_array() {
                 opts.dry_run |= d.iter().any(|x| x == "All");
             }
-            check_propagation(v["propagationPolicy"].as_str())?;
+            opts.propagation = propagation(v["propagationPolicy"].as_str())?;
+            if opts.propagation.is_none() {
+                // The legacy field: true orphans, false cascades in the background.
+                opts.propagation = v["orphanDependents"].as_bool().map(|o| if o { Propagation::Orphan } else { Propagation::Background });
+            }
         }
         if let Some(g) = self.query.get("gracePeriodSeconds") {
             opts.grace_period_seconds =
                 Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
         }
-        check_propagation(self.query.get("propagationPolicy").map(String::as_str))?;
+        if let Some(p) = propagation(self.query.get("propagationPolicy").map(String::as_str))? {
+            opts.propagation = Some(p);
+        }
         Ok(opts)
     }
 
@@ -549,9 +555,10 @@ impl Req {
     }
 }
 
-fn check_propagation(p: Option<&str>) -> ApiResult<()> {
+fn propagation(p: Option<&str>) -> ApiResult<Option<Propagation>> {
     match p {
-        None | Some("Orphan") | Some("Background") | Some("Foreground") => Ok(()),
+        None => Ok(None),
+        Some(v) if Propagation::parse(v).is_some() => Ok(Propagation::parse(v)),
         Some(other) => Err(ApiError::Invalid {
             group: String::new(),
             kind: "DeleteOptions".into(),

@@ -40,6 +40,47 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `propagationPolicy` (or the legacy `orphanDependents`): what becomes of dependents.
+    pub propagation: Option<Propagation>,
+}
+
+/// How a delete treats the objects that name the deleted one as owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// The garbage collector deletes dependents first; the owner waits for them
+    /// (`foregroundDeletion` finalizer).
+    Foreground,
+    /// The owner goes now; the garbage collector deletes dependents after.
+    Background,
+    /// Dependents lose their owner reference and stay (`orphan` finalizer).
+    Orphan,
+}
+
+/// Finalizers the garbage collector acts on.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
+impl Propagation {
+    pub fn parse(v: &str) -> Option<Propagation> {
+        match v {
+            "Foreground" => Some(Propagation::Foreground),
+            "Background" => Some(Propagation::Background),
+            "Orphan" => Some(Propagation::Orphan),
+            _ => None,
+        }
+    }
+
+    /// The object's finalizers as upstream's `deletionFinalizersForGarbageCollection`
+    /// leaves them for this policy.
+    fn finalizers(self, mut fins: Vec<String>) -> Vec<String> {
+        fins.retain(|f| f != FOREGROUND_FINALIZER && f != ORPHAN_FINALIZER);
+        match self {
+            Propagation::Foreground => fins.push(FOREGROUND_FINALIZER.into()),
+            Propagation::Orphan => fins.push(ORPHAN_FINALIZER.into()),
+            Propagation::Background => {}
+        }
+        fins
+    }
 }
 
 /// The result of a write: the object as stored and warnings for the client.
@@ -482,6 +523,14 @@ impl GenericStore {
             let kv = kv.ok_or_else(|| self.not_found(name))?;
             let mut obj = self.decode(&kv)?;
             self.check_delete_preconditions(name, &obj, opts)?;
+            if let (Some(policy), false) = (opts.propagation, meta::is_deleting(&obj)) {
+                let fins = policy.finalizers(meta::finalizers(&obj));
+                if fins.is_empty() {
+                    meta::remove(&mut obj, "finalizers");
+                } else {
+                    meta::set(&mut obj, "finalizers", json!(fins));
+                }
+            }
             let grace = strategy.graceful_delete_period(&obj, opts.grace_period_seconds).filter(|g| *g > 0);
             let waits = !meta::finalizers(&obj).is_empty() || strategy.blocks_deletion(&obj) || grace.is_some();
             if waits {
