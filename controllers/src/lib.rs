@@ -1,1 +1,43 @@
-//! Controller-manager and scheduler (API clients built on kube-rs). Not built yet: see the controllers issue.
+//! krust's controller-manager and scheduler. Every controller is an API client built on
+//! kube-rs (`kube::runtime` watchers, reflectors and `Controller`s), talking to the API
+//! server only through the wire API, as upstream's do. `run` starts them all once this
+//! process holds the controller-manager Lease, so several servers can run it safely.
+//!
+//! One module per controller; each exposes `pub async fn run(ctx: Arc<Ctx>) -> Result<(), Error>`
+//! and is listed once in [`CONTROLLERS`].
+
+pub mod context;
+pub mod leader;
+
+use std::sync::Arc;
+
+pub use context::{Config, Ctx, Error};
+
+/// A controller's entry point.
+pub type RunFn = fn(Arc<Ctx>) -> futures::future::BoxFuture<'static, Result<(), Error>>;
+
+/// Every controller, by name (as upstream's `--controllers` names them).
+pub const CONTROLLERS: &[(&str, RunFn)] = &[];
+
+/// Runs every controller while this process is the leader; returns only on a fatal error.
+pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
+    let ctx = Arc::new(Ctx::new(client, config));
+    leader::run_while_leader(ctx.clone(), |ctx| async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, run) in CONTROLLERS {
+            if ctx.config.disabled.iter().any(|d| d == name) {
+                continue;
+            }
+            let ctx = ctx.clone();
+            let name = *name;
+            tasks.spawn(async move {
+                tracing::info!(controller = name, "starting controller");
+                if let Err(e) = run(ctx).await {
+                    tracing::error!(controller = name, error = %e, "controller stopped");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+}

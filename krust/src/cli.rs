@@ -103,6 +103,10 @@ pub struct ServerArgs {
     #[arg(long)]
     pub disable_agent: bool,
 
+    /// Do not run the controller-manager (controllers and scheduler) in this server.
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+
     /// Shared secret that agents will use to join; generated and stored when not given.
     #[arg(short = 't', long, env = "KRUST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

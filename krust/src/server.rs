@@ -14,7 +14,7 @@ use crate::cli::ServerArgs;
 use crate::datastore::{self, Endpoint};
 use crate::files::ServerPaths;
 use crate::pki::{self, San};
-use crate::{kine, kubeconfig, serve, token};
+use crate::{controller_manager, kine, kubeconfig, serve, token};
 
 /// Names every API server certificate covers, as k3s's: how clients on this machine and
 /// pods (through the `kubernetes` Service) reach it.
@@ -79,13 +79,34 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         started.elapsed().as_millis(),
         kubeconfig_path.display()
     );
+    let controllers = if args.disable_controller_manager {
+        tracing::info!("--disable-controller-manager: not running controllers");
+        None
+    } else {
+        let config = controllers::Config { identity: controller_identity(), ..Default::default() };
+        Some(controller_manager::spawn(&paths.admin_kubeconfig(), config).await?)
+    };
     serve::serve(listener, tls, router, stop).await?;
+    if let Some(c) = controllers {
+        c.abort();
+    }
     if let Some(grpc) = grpc {
         let _ = stop_grpc.send(true);
         let _ = grpc.await;
     }
     tracing::info!("krust server stopped");
     Ok(())
+}
+
+/// This server's name in the controller-manager Lease: hostname and a random suffix, so
+/// two servers on one host differ.
+fn controller_identity() -> String {
+    format!("{}_{:08x}", hostname().unwrap_or_else(|| "krust".into()), rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    t.subsec_nanos() ^ std::process::id()
 }
 
 fn log_agent_choice(disable_agent: bool) {

@@ -1,0 +1,54 @@
+//! What every controller shares: the client, settings, and an event recorder.
+
+use kube::runtime::events::{Recorder, Reporter};
+
+/// Settings of the controller-manager.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This process's identity in the leader Lease (hostname plus a random suffix).
+    pub identity: String,
+    /// Controllers not to run, by name.
+    pub disabled: Vec<String>,
+    /// How long a node may miss its Lease renewals before it is NotReady
+    /// (`--node-monitor-grace-period`, default 40 s).
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Default toleration of not-ready/unreachable taints (DefaultTolerationSeconds, 300 s).
+    pub default_toleration_seconds: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            identity: format!("krust-{}", rand::random::<u32>()),
+            disabled: Vec::new(),
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+            default_toleration_seconds: 300,
+        }
+    }
+}
+
+/// Shared by every controller.
+pub struct Ctx {
+    pub client: kube::Client,
+    pub config: Config,
+    pub recorder: Recorder,
+}
+
+impl Ctx {
+    pub fn new(client: kube::Client, config: Config) -> Self {
+        let reporter = Reporter { controller: "krust-controller-manager".into(), instance: Some(config.identity.clone()) };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Ctx { client, config, recorder }
+    }
+}
+
+/// Errors of controllers, named for the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    #[error("watch failed: {0}")]
+    Watch(#[from] kube::runtime::watcher::Error),
+    #[error("{0}")]
+    Other(String),
+}
