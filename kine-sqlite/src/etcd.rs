@@ -109,7 +109,9 @@ impl EtcdBackend {
         match tokio::time::timeout(CONNECT_WAIT, this.current_revision()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                return Err(StoreError::Backend(format!("etcd {endpoints:?} does not answer: {e}")))
+                return Err(StoreError::Backend(format!(
+                    "etcd {endpoints:?} does not answer: {e}"
+                )))
             }
             Err(_) => {
                 return Err(StoreError::Backend(format!(
@@ -126,7 +128,11 @@ impl EtcdBackend {
 
     /// Compacts every `interval`, keeping the last `keep` revisions (as kube-apiserver's and
     /// kine's compactors do). The task holds a weak reference and ends with the backend.
-    pub fn spawn_compactor(self: &Arc<Self>, interval: Duration, keep: i64) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_compactor(
+        self: &Arc<Self>,
+        interval: Duration,
+        keep: i64,
+    ) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
@@ -152,7 +158,12 @@ impl EtcdBackend {
 
     /// Runs `op` on a fresh client handle, retrying failures that are safe to retry for
     /// `kind` until [`RETRY_FOR`] has passed.
-    async fn call<T, F, Fut>(&self, what: &str, kind: Kind, op: F) -> std::result::Result<T, ec::Error>
+    async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        kind: Kind,
+        op: F,
+    ) -> std::result::Result<T, ec::Error>
     where
         F: Fn(ec::Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, ec::Error>>,
@@ -195,11 +206,18 @@ impl EtcdBackend {
     }
 
     /// Reads `key` at `revision`; returns (header revision, kv).
-    async fn range_one(&self, key: &[u8], revision: Revision) -> std::result::Result<(Revision, Option<KeyValue>), ec::Error> {
+    async fn range_one(
+        &self,
+        key: &[u8],
+        revision: Revision,
+    ) -> std::result::Result<(Revision, Option<KeyValue>), ec::Error> {
         let mut resp = self
             .call("get", Kind::Read, |mut c| {
                 let key = key.to_vec();
-                async move { c.get(key, Some(ec::GetOptions::new().with_revision(revision))).await }
+                async move {
+                    c.get(key, Some(ec::GetOptions::new().with_revision(revision)))
+                        .await
+                }
             })
             .await?;
         let rev = header_rev(resp.header());
@@ -214,7 +232,9 @@ impl EtcdBackend {
                 Some(Known::Compacted) => Ok(true),
                 // Cannot happen for revision <= current; treat as readable.
                 Some(Known::Future) => Ok(false),
-                _ => Err(StoreError::Backend(format!("etcd probe of the compact revision: {e}"))),
+                _ => Err(StoreError::Backend(format!(
+                    "etcd probe of the compact revision: {e}"
+                ))),
             },
         }
     }
@@ -288,7 +308,10 @@ fn retryable(e: &ec::Error, kind: Kind) -> bool {
                 || msg.contains("too many requests");
             match kind {
                 Kind::Write => {
-                    matches!(s.code() as i32, tonic_code::UNAVAILABLE | tonic_code::UNKNOWN) && not_sent
+                    matches!(
+                        s.code() as i32,
+                        tonic_code::UNAVAILABLE | tonic_code::UNKNOWN
+                    ) && not_sent
                 }
                 Kind::Read => {
                     s.code() as i32 == tonic_code::UNAVAILABLE
@@ -389,7 +412,13 @@ impl Backend for EtcdBackend {
         }
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision, lease: LeaseId) -> Result<CasOutcome> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        lease: LeaseId,
+    ) -> Result<CasOutcome> {
         if expected <= 0 {
             // `mod_revision == 0` holds only for an absent key, which cannot be updated.
             let (revision, current) = self.get(key, 0).await?;
@@ -402,9 +431,17 @@ impl Backend for EtcdBackend {
         let result = self
             .call("update", Kind::Write, |mut c| {
                 let txn = ec::Txn::new()
-                    .when([ec::Compare::mod_revision(key, ec::CompareOp::Equal, expected)])
+                    .when([ec::Compare::mod_revision(
+                        key,
+                        ec::CompareOp::Equal,
+                        expected,
+                    )])
                     .and_then([
-                        ec::TxnOp::put(key, value.clone(), Some(ec::PutOptions::new().with_lease(lease))),
+                        ec::TxnOp::put(
+                            key,
+                            value.clone(),
+                            Some(ec::PutOptions::new().with_lease(lease)),
+                        ),
                         ec::TxnOp::get(key, None),
                     ])
                     .or_else([ec::TxnOp::get(key, None)]);
@@ -432,7 +469,11 @@ impl Backend for EtcdBackend {
                     ec::Txn::new().and_then([del])
                 } else {
                     ec::Txn::new()
-                        .when([ec::Compare::mod_revision(key, ec::CompareOp::Equal, expected)])
+                        .when([ec::Compare::mod_revision(
+                            key,
+                            ec::CompareOp::Equal,
+                            expected,
+                        )])
                         .and_then([del])
                         .or_else([ec::TxnOp::get(key, None)])
                 };
@@ -473,7 +514,13 @@ impl Backend for EtcdBackend {
         })
     }
 
-    async fn list(&self, prefix: &str, start_key: &str, limit: i64, revision: Revision) -> Result<ListResult> {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_key: &str,
+        limit: i64,
+        revision: Revision,
+    ) -> Result<ListResult> {
         let (key, end) = key_range(prefix, start_key);
         let result = self
             .call("list", Kind::Read, |mut c| {
@@ -503,7 +550,9 @@ impl Backend for EtcdBackend {
         let (key, end) = key_range(prefix, "");
         let result = self
             .call("count", Kind::Read, |mut c| {
-                let opts = ec::GetOptions::new().with_range(end.clone()).with_count_only();
+                let opts = ec::GetOptions::new()
+                    .with_range(end.clone())
+                    .with_count_only();
                 let key = key.clone();
                 async move { c.get(key, Some(opts)).await }
             })
@@ -554,7 +603,9 @@ impl Backend for EtcdBackend {
                 Ok(self.compact_floor.load(Ordering::Relaxed).max(revision))
             }
             // At or below the compact revision in force: a no-op, as for the SQLite store.
-            Err(e) if matches!(classify(&e), Some(Known::Compacted)) => self.compact_revision().await,
+            Err(e) if matches!(classify(&e), Some(Known::Compacted)) => {
+                self.compact_revision().await
+            }
             Err(e) => Err(self.map_err(e, "compact", revision).await),
         }
     }
@@ -598,14 +649,19 @@ impl Backend for EtcdBackend {
             .await;
         match result {
             Ok(resp) if resp.error().is_empty() => Ok(resp.id()),
-            Ok(resp) => Err(StoreError::Backend(format!("etcd lease grant: {}", resp.error()))),
+            Ok(resp) => Err(StoreError::Backend(format!(
+                "etcd lease grant: {}",
+                resp.error()
+            ))),
             Err(e) => Err(self.map_err(e, "lease grant", 0).await),
         }
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
         let result = self
-            .call("lease revoke", Kind::Write, |mut c| async move { c.lease_revoke(lease).await })
+            .call("lease revoke", Kind::Write, |mut c| async move {
+                c.lease_revoke(lease).await
+            })
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -617,7 +673,14 @@ impl Backend for EtcdBackend {
     }
 
     async fn db_size(&self) -> Result<i64> {
-        match self.call("status", Kind::Read, |mut c| async move { c.status().await }).await {
+        match self
+            .call(
+                "status",
+                Kind::Read,
+                |mut c| async move { c.status().await },
+            )
+            .await
+        {
             Ok(s) => Ok(s.db_size()),
             Err(e) => Err(self.map_err(e, "status", 0).await),
         }
@@ -625,7 +688,12 @@ impl Backend for EtcdBackend {
 }
 
 /// Creates an etcd watch of `[key, end)` from `start` and waits for etcd to confirm it.
-async fn open_watch(client: &ec::Client, key: &[u8], end: &[u8], start: Revision) -> Result<ec::WatchStream> {
+async fn open_watch(
+    client: &ec::Client,
+    key: &[u8],
+    end: &[u8],
+    start: Revision,
+) -> Result<ec::WatchStream> {
     let opts = ec::WatchOptions::new()
         .with_range(end.to_vec())
         .with_start_revision(start)
@@ -718,7 +786,10 @@ impl WatchState {
             }
             if resp.canceled() {
                 // E.g. the member lost its leader (`require_leader`): resume elsewhere.
-                debug!(reason = resp.cancel_reason(), "etcd canceled the watch; re-creating");
+                debug!(
+                    reason = resp.cancel_reason(),
+                    "etcd canceled the watch; re-creating"
+                );
                 self.stream = None;
                 broken_since.get_or_insert_with(Instant::now);
                 continue;
@@ -795,7 +866,10 @@ mod unit {
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
         assert_eq!(prefix_end(b""), vec![0]);
         assert_eq!(key_range("/p/", ""), (b"/p/".to_vec(), b"/p0".to_vec()));
-        assert_eq!(key_range("/p/", "/p/b"), (b"/p/b".to_vec(), b"/p0".to_vec()));
+        assert_eq!(
+            key_range("/p/", "/p/b"),
+            (b"/p/b".to_vec(), b"/p0".to_vec())
+        );
         assert_eq!(key_range("/p/", "/a"), (b"/p/".to_vec(), b"/p0".to_vec()));
         assert_eq!(key_range("", ""), (vec![0], vec![0]));
     }

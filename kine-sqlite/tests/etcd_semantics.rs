@@ -105,7 +105,13 @@ async fn three_members_one_killed_mid_suite() {
     })
     .await;
     assert_eq!(
-        cluster.lock().unwrap().members.iter().filter(|m| m.alive()).count(),
+        cluster
+            .lock()
+            .unwrap()
+            .members
+            .iter()
+            .filter(|m| m.alive())
+            .count(),
         2
     );
 }
@@ -185,7 +191,10 @@ async fn three_members_writes_and_watches_survive_a_killed_member() {
     }
     assert!(seen.iter().all(|e| e.kind == EventKind::Create));
     let revs: Vec<i64> = seen.iter().map(|e| e.kv.mod_revision).collect();
-    assert!(revs.windows(2).all(|w| w[0] < w[1]), "out of order or duplicated");
+    assert!(
+        revs.windows(2).all(|w| w[0] < w[1]),
+        "out of order or duplicated"
+    );
     assert_eq!(revs.first().copied(), Some(start));
     assert_eq!(revs.last().copied(), Some(end));
     let keys: BTreeSet<_> = seen.iter().map(|e| e.kv.key.clone()).collect();

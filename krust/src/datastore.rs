@@ -148,7 +148,10 @@ mod tests {
         let err = Endpoint::parse(Some("mysql://u@tcp(h)/db"), def)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("MySQL datastore is not supported yet"), "{err}");
+        assert!(
+            err.contains("MySQL datastore is not supported yet"),
+            "{err}"
+        );
         let err = Endpoint::parse(Some("foo"), def).unwrap_err().to_string();
         assert!(err.contains("not supported yet"), "{err}");
     }

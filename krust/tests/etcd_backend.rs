@@ -19,7 +19,7 @@ fn configmap(name: &str, value: &str) -> String {
     )
 }
 
-/// Keys in etcd under `prefix`, through etcd's v3 JSON gateway (no etcd client needed).
+/// Whether etcd holds `key`, asked through its v3 JSON gateway (no etcd client needed).
 fn etcd_has_key(etcd: &EtcdCluster, key: &str) -> bool {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(key);
@@ -61,7 +61,8 @@ fn kubectl_against_an_etcd_datastore() {
     server.kubectl_ok(&["label", "cm", "two", "step=x"]);
     server.kubectl_ok(&["delete", "cm", "two"]);
     let out = watch.wait_for("ADDED, MODIFIED and DELETED of two", WAIT, |o| {
-        o.lines().any(|l| l.starts_with("DELETED") && l.contains("two"))
+        o.lines()
+            .any(|l| l.starts_with("DELETED") && l.contains("two"))
     });
     let events: Vec<(String, String)> = out
         .lines()

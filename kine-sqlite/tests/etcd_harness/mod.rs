@@ -74,7 +74,10 @@ fn free_port() -> u16 {
 fn temp_root() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("krust-etcd-").tempdir_in(shm) {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("krust-etcd-")
+            .tempdir_in(shm)
+        {
             return d;
         }
     }

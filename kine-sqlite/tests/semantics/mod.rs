@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use kine_sqlite::{
-    Backend, CasOutcome, Event, EventKind, KeyValue, LeaseId, ListResult, Result, Revision, StoreError,
-    WatchStream,
+    Backend, CasOutcome, Event, EventKind, KeyValue, LeaseId, ListResult, Result, Revision,
+    StoreError, WatchStream,
 };
 
 /// Where two backends may legitimately differ.
@@ -332,7 +332,11 @@ pub async fn compaction_keeps_delete_at_target_for_watchers(s: Store, flavor: Fl
         assert_eq!(ev[0].kv, kv("/a", r(1), r(2), 1, b"1", 0));
         assert_eq!(ev[0].prev_kv, Some(kv("/a", r(1), r(1), 1, b"1", 0)));
     }
-    let err = s.watch("/", r(1)).await.err().expect("watch below the compact revision");
+    let err = s
+        .watch("/", r(1))
+        .await
+        .err()
+        .expect("watch below the compact revision");
     assert!(
         matches!(err, StoreError::Compacted { requested, compacted } if requested == r(1) && compacted == r(2)),
         "{err:?}"
@@ -434,12 +438,7 @@ pub async fn leases_revoke_and_expire(s: Store, _flavor: Flavor) {
     let ev = tokio::time::timeout(Duration::from_secs(8), async {
         let mut out = Vec::new();
         while out.len() < 2 {
-            out.extend(
-                w.next()
-                    .await
-                    .expect("watch ended")
-                    .expect("watch error"),
-            );
+            out.extend(w.next().await.expect("watch ended").expect("watch error"));
         }
         out
     })
@@ -552,11 +551,19 @@ where
 {
     type Scenario = fn(Store, Flavor) -> futures::future::BoxFuture<'static, ()>;
     let scenarios: Vec<(&str, Scenario)> = vec![
-        ("revisions_and_versions", |s, f| Box::pin(revisions_and_versions(s, f))),
-        ("create_only_if_absent", |s, f| Box::pin(create_only_if_absent(s, f))),
+        ("revisions_and_versions", |s, f| {
+            Box::pin(revisions_and_versions(s, f))
+        }),
+        ("create_only_if_absent", |s, f| {
+            Box::pin(create_only_if_absent(s, f))
+        }),
         ("failed_compares", |s, f| Box::pin(failed_compares(s, f))),
-        ("unconditional_delete", |s, f| Box::pin(unconditional_delete(s, f))),
-        ("reads_at_past_revisions", |s, f| Box::pin(reads_at_past_revisions(s, f))),
+        ("unconditional_delete", |s, f| {
+            Box::pin(unconditional_delete(s, f))
+        }),
+        ("reads_at_past_revisions", |s, f| {
+            Box::pin(reads_at_past_revisions(s, f))
+        }),
         ("prefix_is_literal_and_case_sensitive", |s, f| {
             Box::pin(prefix_is_literal_and_case_sensitive(s, f))
         }),
@@ -564,9 +571,15 @@ where
         ("compaction_keeps_delete_at_target_for_watchers", |s, f| {
             Box::pin(compaction_keeps_delete_at_target_for_watchers(s, f))
         }),
-        ("watch_events_and_prev_kv", |s, f| Box::pin(watch_events_and_prev_kv(s, f))),
-        ("leases_revoke_and_expire", |s, f| Box::pin(leases_revoke_and_expire(s, f))),
-        ("concurrent_cas_has_one_winner", |s, f| Box::pin(concurrent_cas_has_one_winner(s, f))),
+        ("watch_events_and_prev_kv", |s, f| {
+            Box::pin(watch_events_and_prev_kv(s, f))
+        }),
+        ("leases_revoke_and_expire", |s, f| {
+            Box::pin(leases_revoke_and_expire(s, f))
+        }),
+        ("concurrent_cas_has_one_winner", |s, f| {
+            Box::pin(concurrent_cas_has_one_winner(s, f))
+        }),
     ];
     for (i, (name, scenario)) in scenarios.into_iter().enumerate() {
         eprintln!("scenario {name}");
@@ -619,19 +632,38 @@ impl Backend for Namespaced {
     async fn create(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<Revision> {
         self.inner.create(&self.k(key), value, lease).await
     }
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision, lease: LeaseId) -> Result<CasOutcome> {
-        Ok(self.strip_cas(self.inner.update(&self.k(key), value, expected, lease).await?))
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        lease: LeaseId,
+    ) -> Result<CasOutcome> {
+        Ok(self.strip_cas(
+            self.inner
+                .update(&self.k(key), value, expected, lease)
+                .await?,
+        ))
     }
     async fn delete(&self, key: &str, expected: Revision) -> Result<CasOutcome> {
         Ok(self.strip_cas(self.inner.delete(&self.k(key), expected).await?))
     }
-    async fn list(&self, prefix: &str, start_key: &str, limit: i64, revision: Revision) -> Result<ListResult> {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_key: &str,
+        limit: i64,
+        revision: Revision,
+    ) -> Result<ListResult> {
         let start = if start_key.is_empty() {
             String::new()
         } else {
             self.k(start_key)
         };
-        let mut l = self.inner.list(&self.k(prefix), &start, limit, revision).await?;
+        let mut l = self
+            .inner
+            .list(&self.k(prefix), &start, limit, revision)
+            .await?;
         l.kvs = l.kvs.into_iter().map(|kv| self.strip(kv)).collect();
         Ok(l)
     }

@@ -474,4 +474,3 @@ pub async fn run_model(
         m.rev
     );
 }
-
