@@ -24,7 +24,7 @@ Source (read from the local cargo registry, nothing is copied verbatim into the 
     apiserver/src/patch/strategic.rs plus `DeploymentSpec.strategy` (retainKeys).
 
 Which definitions: every `Resource` type of each API package krust serves (read from the
-`typed::<...>` lines of apiserver/src/kinds/mod.rs), their `List` types, meta/v1 `Status`
+`typed::<...>` and `virtual_kind::<...>` lines of apiserver/src/kinds/mod.rs), their `List` types, meta/v1 `Status`
 and `DeleteOptions`, and everything those reference.
 
 Upstream adjustments (so documents match what kube-apiserver publishes in Swagger 2.0):
@@ -309,12 +309,14 @@ def main():
     # Served API packages, from the kinds table.
     kinds_src = open(os.path.join(os.path.dirname(__file__), "..", "apiserver", "src", "kinds", "mod.rs")).read()
     served = set()
-    for t in re.findall(r"typed::<([\w:]+)>", kinds_src):
+    for t in re.findall(r"(?:typed|virtual_kind)::<([\w:]+)>", kinds_src):
         parts = t.split("::")
         if parts[0] == "core":
             served.add("api/core/v1")
         elif parts[0] == "apiextensions":
             served.add("apiextensions_apiserver/pkg/apis/apiextensions/v1")
+        elif parts[0] == "apiregistration":
+            served.add("kube_aggregator/pkg/apis/apiregistration/v1")
         elif parts[0] == "api":
             served.add("/".join(parts[:-1]))
     roots = [i["name"] for i in types.values() if "gvk" in i and "/".join(i["module"]) in served]

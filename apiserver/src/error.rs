@@ -36,6 +36,11 @@ pub enum ApiError {
     Gone(String),
     #[error("{0}")]
     Expired(String),
+    /// 410 Expired for a compacted continue token, carrying in `metadata.continue` a token
+    /// that continues the list from the same key at the latest revision (upstream's
+    /// `inconsistentContinue`).
+    #[error("{message}")]
+    ExpiredContinue { message: String, token: String },
     #[error("{0}")]
     RequestEntityTooLarge(String),
     #[error("{0}")]
@@ -76,7 +81,7 @@ impl ApiError {
             MethodNotAllowed(_) => 405,
             NotAcceptable(_) => 406,
             AlreadyExists { .. } | Conflict { .. } | ApplyConflict { .. } => 409,
-            Gone(_) | Expired(_) => 410,
+            Gone(_) | Expired(_) | ExpiredContinue { .. } => 410,
             RequestEntityTooLarge(_) => 413,
             UnsupportedMediaType(_) => 415,
             Invalid { .. } => 422,
@@ -97,7 +102,7 @@ impl ApiError {
             AlreadyExists { .. } => "AlreadyExists",
             Conflict { .. } | ApplyConflict { .. } => "Conflict",
             Gone(_) => "Gone",
-            Expired(_) => "Expired",
+            Expired(_) | ExpiredContinue { .. } => "Expired",
             RequestEntityTooLarge(_) => "RequestEntityTooLarge",
             UnsupportedMediaType(_) => "UnsupportedMediaType",
             Invalid { .. } => "Invalid",
@@ -131,6 +136,9 @@ impl ApiError {
         });
         if let Some(d) = details {
             status["details"] = d;
+        }
+        if let ExpiredContinue { token, .. } = self {
+            status["metadata"] = json!({"continue": token});
         }
         status
     }

@@ -10,6 +10,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
+use crate::registry::ResourceInfo;
 
 /// The `fieldValidation` directive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,41 @@ impl Mode {
             Mode::Strict => Err(ApiError::bad_request(format!("strict decoding error: {}", problems.join(", ")))),
         }
     }
+}
+
+impl Mode {
+    /// Duplicate keys of an apply body (YAML), as upstream's strict YAML decoding words them.
+    pub fn enforce_yaml(self, problems: Vec<String>) -> ApiResult<Vec<String>> {
+        match self {
+            Mode::Strict if !problems.is_empty() => Err(ApiError::bad_request(format!(
+                "error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  {}",
+                problems.join("\n  ")
+            ))),
+            _ => self.enforce(problems),
+        }
+    }
+}
+
+/// Server-side apply converts an apply configuration to the typed form of its schema
+/// (custom resources: the CRD's), failing, whatever `fieldValidation` says, on fields the
+/// schema does not declare, as upstream's `failed to create typed patch object`.
+pub fn check_typed_apply(schema: &Value, config: &Value, info: &ResourceInfo) -> ApiResult<()> {
+    let errs = crate::crd::schema::undeclared_fields(schema, config);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let m = &config["metadata"];
+    let joined = match errs.as_slice() {
+        [one] => one.clone(),
+        many => format!("errors:\n  {}", many.join("\n  ")),
+    };
+    Err(ApiError::bad_request(format!(
+        "failed to create typed patch object ({}/{}; {}, Kind={}): {joined}",
+        m["namespace"].as_str().unwrap_or_default(),
+        m["name"].as_str().unwrap_or_default(),
+        info.api_version(),
+        info.kind,
+    )))
 }
 
 /// `unknown field "spec.foo"` for every field of `input` missing from `normalized`.
@@ -79,6 +115,41 @@ pub fn parse_reporting_duplicates(bytes: &[u8]) -> Result<(Value, Vec<String>), 
     let v = Seed { path: String::new(), dups: &dups }.deserialize(&mut de)?;
     de.end()?;
     Ok((v, dups.into_inner()))
+}
+
+/// Duplicate keys of a YAML (or JSON) apply body as upstream's strict YAML decoding reports
+/// them: `line 11: key "foo" already set in map` (the first one found).
+pub fn yaml_duplicates(bytes: &[u8]) -> Vec<String> {
+    let Err(e) = serde_yaml::from_slice::<serde_yaml::Value>(bytes) else { return Vec::new() };
+    let msg = e.to_string();
+    const DUP: &str = "duplicate entry with key ";
+    let Some(at) = msg.find(DUP) else { return Vec::new() };
+    let rest = &msg[at + DUP.len()..];
+    // `"foo"` (a Rust debug string) or a bare number/boolean, then ` at line L column C`.
+    let key = rest.split(" at line ").next().unwrap_or(rest).trim_matches('`');
+    let key: String = serde_json::from_str(key).unwrap_or_else(|_| key.to_string());
+    // serde_yaml marks where the mapping starts; the duplicate key is the second key of that
+    // name at the mapping's indentation below it.
+    let Some(loc) = e.location() else { return vec![format!("key {key:?} already set in map")] };
+    let text = String::from_utf8_lossy(bytes);
+    let mut seen = 0;
+    let mut line = loc.line();
+    for (i, l) in text.lines().enumerate().skip(loc.line().saturating_sub(1)) {
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        let body = l.trim_start_matches(' ').trim_start_matches("- ");
+        if indent + 1 < loc.column() && i + 1 > loc.line() {
+            break;
+        }
+        let named = [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")];
+        if named.iter().any(|n| body.starts_with(n.as_str())) {
+            seen += 1;
+            if seen == 2 {
+                line = i + 1;
+                break;
+            }
+        }
+    }
+    vec![format!("line {line}: key {key:?} already set in map")]
 }
 
 /// Builds a `Value` like serde_json does, noting repeated keys on the way.
@@ -164,6 +235,14 @@ mod tests {
         let (v, dups) = parse_reporting_duplicates(br#"{"a": 1, "b": {"c": [1, {"d": 1, "d": 2}]}, "a": 3}"#).unwrap();
         assert_eq!(v["a"], 3);
         assert_eq!(dups, ["duplicate field \"b.c[1].d\"", "duplicate field \"a\""]);
+    }
+
+    #[test]
+    fn yaml_duplicates_with_lines() {
+        let body = "\napiVersion: v1\nkind: K\nmetadata:\n  name: a\nspec:\n  unknown: uk1\n  foo: foo1\n  foo: foo2\n  bar: 1\n";
+        assert_eq!(yaml_duplicates(body.as_bytes()), ["line 9: key \"foo\" already set in map"]);
+        assert!(yaml_duplicates(b"a: 1\nb: 2\n").is_empty());
+        assert_eq!(yaml_duplicates(br#"{"a": 1, "a": 2}"#), ["line 1: key \"a\" already set in map"]);
     }
 
     #[test]

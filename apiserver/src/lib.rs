@@ -2,8 +2,10 @@
 //! store (`registry::store`) → per-kind strategies (`kinds`) → the storage trait
 //! (`kine_sqlite::Backend`).
 
+pub mod admission;
 pub mod apply;
 pub mod auth;
+pub mod autoregister;
 pub mod crd;
 pub mod error;
 pub mod fieldvalidation;
@@ -68,6 +70,10 @@ pub async fn app_with(backend: Arc<dyn Backend>, config: Config) -> anyhow::Resu
     bootstrap(&registry).await?;
     let crds_seen = crd::controller::register_existing(&registry).await?;
     tokio::spawn(crd::controller::run(registry.clone(), crds_seen));
+    if let Err(e) = autoregister::sync(&registry).await {
+        tracing::warn!(error = %e, "creating the local APIServices failed");
+    }
+    tokio::spawn(autoregister::run(registry.clone()));
     let state = AppState { registry, bookmark_interval: Duration::from_secs(10) };
     Ok(router(state))
 }
@@ -94,6 +100,17 @@ async fn bootstrap(registry: &Registry) -> anyhow::Result<()> {
             Ok(_) => tracing::info!(namespace = ns, "created system namespace"),
             Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
+        }
+    }
+    // The system PriorityClasses, as upstream's scheduling post-start hook makes them.
+    if let Some(classes) = registry.find("scheduling.k8s.io", "v1", "priorityclasses") {
+        for pc in kinds::priorityclass::system_priority_classes() {
+            let name = meta::name(&pc).to_string();
+            match classes.create(&ReqCtx::default(), classes.decode_body(pc)?, &WriteOptions::default()).await {
+                Ok(_) => tracing::info!(priorityclass = name, "created system priority class"),
+                Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => anyhow::bail!("creating priority class {name}: {e}"),
+            }
         }
     }
     Ok(())

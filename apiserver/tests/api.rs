@@ -541,3 +541,55 @@ async fn propagation_policy_records_gc_finalizers() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h.call("GET", &format!("{CMS}/fg"), None).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn partial_object_metadata_for_metadata_clients() {
+    let h = Harness::new().await;
+    let mut obj = cm("m", json!({"big": "data"}));
+    obj["metadata"]["labels"] = json!({"a": "b"});
+    h.call("POST", CMS, Some(obj)).await;
+    let accept = |mut req: Request<Body>, v: &str| {
+        req.headers_mut().insert(header::ACCEPT, v.parse().unwrap());
+        req
+    };
+    let list_type = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    let (s, _, list) = h.send(accept(Harness::request("GET", CMS, "", ""), list_type)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["kind"], "PartialObjectMetadataList", "{list}");
+    assert_eq!(list["apiVersion"], "meta.k8s.io/v1");
+    assert!(list["metadata"]["resourceVersion"].is_string());
+    let item = &list["items"][0];
+    assert_eq!(item["kind"], "PartialObjectMetadata");
+    assert_eq!(item["metadata"]["labels"]["a"], "b");
+    assert!(item.get("data").is_none(), "{item}");
+    let one_type = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+    let (s, _, one) = h.send(accept(Harness::request("GET", &format!("{CMS}/m"), "", ""), one_type)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(one["kind"], "PartialObjectMetadata", "{one}");
+    assert!(one["metadata"]["uid"].is_string());
+}
+
+#[tokio::test]
+async fn namespace_finalize_changes_only_spec_finalizers() {
+    let h = Harness::new().await;
+    h.call("POST", "/api/v1/namespaces", Some(json!({"metadata": {"name": "fin"}}))).await;
+    let (s, ns) = h.call("DELETE", "/api/v1/namespaces/fin", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    // A finalize body may not change anything but spec.finalizers.
+    let mut body = ns.clone();
+    body["spec"]["finalizers"] = json!(["kubernetes", "example.com/extra"]);
+    body["metadata"]["labels"] = json!({"changed": "yes"});
+    body["status"]["phase"] = json!("Active");
+    let (s, out) = h.call("PUT", "/api/v1/namespaces/fin/finalize", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["spec"]["finalizers"], json!(["kubernetes", "example.com/extra"]));
+    assert_eq!(out["status"]["phase"], "Terminating");
+    assert!(out["metadata"]["labels"].get("changed").is_none(), "{out}");
+    // Emptied: the namespace goes.
+    let mut body = out.clone();
+    body["spec"]["finalizers"] = json!([]);
+    let (s, out) = h.call("PUT", "/api/v1/namespaces/fin/finalize", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(h.call("GET", "/api/v1/namespaces/fin", None).await.0, StatusCode::NOT_FOUND);
+}

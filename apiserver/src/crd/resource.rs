@@ -56,8 +56,11 @@ impl Strategy for CustomResourceStrategy {
         obj
     }
 
+    /// Also applies the served version's defaults: objects stored before a default was
+    /// added read with it, as upstream defaults on decoding from storage.
     fn from_storage(&self, mut obj: Value) -> Value {
         obj["apiVersion"] = json!(self.api_version);
+        self.apply_defaults(&mut obj);
         obj
     }
 
@@ -225,6 +228,17 @@ mod tests {
         let stored = beta.to_storage(json!({"apiVersion": "stable.example.com/v1beta1"}));
         assert_eq!(stored["apiVersion"], "stable.example.com/v1");
         assert_eq!(beta.from_storage(stored)["apiVersion"], "stable.example.com/v1beta1");
+    }
+
+    #[test]
+    fn defaults_apply_when_read_from_storage() {
+        let mut c = crd();
+        c["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["cronSpec"]["default"] = json!("* * * * *");
+        let kinds = kinds_of(&c);
+        let read = kinds[0].strategy.from_storage(json!({"apiVersion": "stable.example.com/v1", "spec": {"replicas": 1}}));
+        assert_eq!(read["spec"], json!({"cronSpec": "* * * * *", "replicas": 1}));
+        let kept = kinds[0].strategy.from_storage(json!({"apiVersion": "stable.example.com/v1", "spec": {"cronSpec": "0 * * * *"}}));
+        assert_eq!(kept["spec"]["cronSpec"], "0 * * * *");
     }
 
     #[test]

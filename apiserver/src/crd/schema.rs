@@ -813,6 +813,65 @@ fn skip_prune(s: &Value, x: &mut Value, path: &str, resource_root: bool, unknown
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fields not declared in the schema (server-side apply's typed conversion)
+
+/// `ObjectMeta`'s fields: what `metadata` of a resource (and of an embedded one) may hold.
+const OBJECT_META_FIELDS: [&str; 15] = [
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+    "managedFields",
+];
+
+/// Every field of `obj` the schema does not declare, as upstream's server-side apply finds
+/// them converting an apply configuration to its typed form (structured-merge-diff):
+/// `.spec.foo: field not declared in schema`. Fields under
+/// `x-kubernetes-preserve-unknown-fields` are declared; `metadata` of the resource and of
+/// embedded resources is `ObjectMeta`.
+pub fn undeclared_fields(schema: &Value, obj: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let empty = Value::Object(Map::new());
+    let root = if schema.is_object() { schema } else { &empty };
+    undeclared_node(Some(root), obj, "", true, &mut out);
+    out.into_iter().map(|p| format!("{p}: field not declared in schema")).collect()
+}
+
+fn undeclared_node(s: Option<&Value>, x: &Value, path: &str, resource: bool, out: &mut Vec<String>) {
+    // No schema below here (an untyped leaf): nothing is checked.
+    let Some(s) = s else { return };
+    match x {
+        Value::Object(m) => {
+            let preserve = flag(s, PRESERVE);
+            let embedded = resource || flag(s, EMBEDDED);
+            for (k, v) in m {
+                let p = format!("{path}.{k}");
+                if embedded && (k == "apiVersion" || k == "kind") {
+                    continue;
+                }
+                if embedded && k == "metadata" {
+                    if let Value::Object(meta) = v {
+                        out.extend(meta.keys().filter(|f| !OBJECT_META_FIELDS.contains(&f.as_str())).map(|f| format!("{p}.{f}")));
+                    }
+                    continue;
+                }
+                if let Some(ps) = props(s).and_then(|ps| ps.get(k)) {
+                    undeclared_node(Some(ps), v, &p, false, out);
+                } else if s.get("additionalProperties").is_some_and(|a| !a.is_null() && *a != Value::Bool(false)) {
+                    undeclared_node(additional_schema(s), v, &p, false, out);
+                } else if !preserve {
+                    out.push(p);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                undeclared_node(items_schema(s), v, &format!("{path}[{i}]"), false, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Defaulting
 
 /// Applies schema `default`s top-down where fields are absent (also in array items and
@@ -1526,6 +1585,33 @@ mod tests {
 
     fn check(properties: Value, spec: Value) -> Vec<String> {
         msgs(&validate(&spec_schema(properties), &json!({"apiVersion": "a/v1", "kind": "K", "metadata": {"name": "x"}, "spec": spec})))
+    }
+
+    #[test]
+    fn undeclared_fields_as_server_side_apply_finds_them() {
+        let schema = json!({"type": "object", "properties": {"spec": {
+            "type": "object", "x-kubernetes-preserve-unknown-fields": true,
+            "properties": {"foo": {"type": "string"}, "ports": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+                "template": {"type": "object", "x-kubernetes-embedded-resource": true,
+                    "properties": {"metadata": {"type": "object", "properties": {"name": {"type": "string"}}}, "spec": {"type": "object"}}}}}}});
+        let obj = json!({
+            "apiVersion": "g/v1", "kind": "K", "unknownField": 1,
+            "metadata": {"name": "a", "unknownMeta": "x", "labels": {"a": "b"}},
+            "spec": {"foo": "x", "unknown": 1, "ports": [{"name": "p", "port": 1}],
+                "template": {"apiVersion": "v1", "apiversion": "v1", "metadata": {"name": "s", "unknownSubMeta": "x"}, "spec": {"x": 1}}},
+        });
+        let mut found = undeclared_fields(&schema, &obj);
+        found.sort();
+        assert_eq!(found, [
+            ".metadata.unknownMeta: field not declared in schema",
+            ".spec.ports[0].port: field not declared in schema",
+            ".spec.template.apiversion: field not declared in schema",
+            ".spec.template.metadata.unknownSubMeta: field not declared in schema",
+            ".spec.template.spec.x: field not declared in schema",
+            ".unknownField: field not declared in schema",
+        ]);
+        let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        assert!(undeclared_fields(&open, &json!({"spec": {"a": 1}, "metadata": {"name": "a"}})).is_empty());
     }
 
     #[test]

@@ -14,8 +14,6 @@ use crate::handlers::negotiate;
 use crate::registry::store::GenericStore;
 use crate::AppState;
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api", get(core_groups))
@@ -108,7 +106,7 @@ pub fn resource_list(st: &AppState, group: &str, version: &str, headers: &Header
             "singularName": i.singular,
             "namespaced": i.namespaced,
             "kind": i.kind,
-            "verbs": VERBS,
+            "verbs": s.kind.strategy.verbs(),
             "shortNames": i.short_names,
             "categories": i.categories,
         }));
@@ -185,7 +183,7 @@ fn aggregated_resource(s: &GenericStore) -> Value {
         "responseKind": kind,
         "scope": if i.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": i.singular,
-        "verbs": VERBS,
+        "verbs": s.kind.strategy.verbs(),
     });
     if !i.short_names.is_empty() {
         r["shortNames"] = json!(i.short_names);

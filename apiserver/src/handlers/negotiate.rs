@@ -15,6 +15,9 @@ pub enum Output {
     Yaml,
     /// `application/json;as=Table;v=v1;g=meta.k8s.io`.
     Table,
+    /// `application/json;as=PartialObjectMetadata[List];v=v1;g=meta.k8s.io`: metadata only,
+    /// as upstream's metadata client (the garbage collector's and namespace controller's) asks.
+    Metadata,
 }
 
 /// Picks the first acceptable encoding from `Accept`, in the client's order.
@@ -34,7 +37,12 @@ pub fn output(headers: &HeaderMap) -> ApiResult<Output> {
             ("application/json", Some("Table")) if param("g") == Some("meta.k8s.io") && matches!(param("v"), Some("v1") | Some("v1beta1")) => {
                 return Ok(Output::Table)
             }
-            // Other conversions (PartialObjectMetadata...) are not served: try the next type.
+            ("application/json", Some("PartialObjectMetadata" | "PartialObjectMetadataList"))
+                if param("g") == Some("meta.k8s.io") && matches!(param("v"), Some("v1") | Some("v1beta1")) =>
+            {
+                return Ok(Output::Metadata)
+            }
+            // Other conversions are not served: try the next type.
             (_, Some(_)) => continue,
             ("application/json" | "application/*" | "*/*" | "application/json-seq", None) => return Ok(Output::Json),
             ("application/yaml", None) => return Ok(Output::Yaml),
@@ -42,9 +50,14 @@ pub fn output(headers: &HeaderMap) -> ApiResult<Output> {
         }
     }
     Err(ApiError::NotAcceptable(
-        "only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io"
+        "only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io, application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
             .into(),
     ))
+}
+
+/// An object as `PartialObjectMetadata`: its metadata only.
+pub fn partial_metadata(obj: &Value) -> Value {
+    serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"].clone()})
 }
 
 /// Renders a body in the chosen encoding.
@@ -109,6 +122,7 @@ mod tests {
         assert_eq!(accept("application/json").unwrap(), Output::Json);
         assert_eq!(accept("application/vnd.kubernetes.protobuf, */*").unwrap(), Output::Json);
         assert!(accept("application/vnd.kubernetes.protobuf").is_err());
-        assert!(accept("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io").is_err());
+        assert_eq!(accept("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io").unwrap(), Output::Metadata);
+        assert!(accept("application/json;as=PartialObjectMetadata;v=v9;g=meta.k8s.io").is_err());
     }
 }

@@ -95,6 +95,7 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         dry_run: is_dry_run(&query)?,
     };
     let req = Req { st, t, query, headers: parts.headers, ctx };
+    req.check_verb(&parts.method)?;
     match (&parts.method, &req.t.name) {
         (&Method::GET, None) if flag(&req.query, "watch") => req.watch().await,
         (&Method::GET, None) => req.list().await,
@@ -194,13 +195,53 @@ impl Req {
     fn write_target(&self) -> ApiResult<Target> {
         match self.t.subresource.as_deref() {
             None => Ok(Target::Main),
-            Some("status") | Some("finalize") => Ok(Target::Status),
+            Some("status") => Ok(Target::Status),
+            Some("finalize") => Ok(Target::Finalize),
+            Some("approval") => Ok(Target::Approval),
             Some(sub) => Err(ApiError::MethodNotAllowed(format!("the subresource {sub} does not support this method"))),
         }
     }
 
     fn output(&self) -> ApiResult<Output> {
-        negotiate::output(&self.headers)
+        if self.store().kind.strategy.table_convertible() {
+            return negotiate::output(&self.headers);
+        }
+        // No Table form (upstream: no TableConvertor): Table is not on offer.
+        let Some(accept) = self.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+            return negotiate::output(&self.headers);
+        };
+        let rest: Vec<&str> = accept.split(',').filter(|item| !item.contains("as=Table")).collect();
+        if rest.is_empty() {
+            return Err(ApiError::NotAcceptable(
+                "only the following media types are accepted: application/json, application/yaml".into(),
+            ));
+        }
+        let mut headers = self.headers.clone();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(&rest.join(",")).map_err(ApiError::internal)?);
+        negotiate::output(&headers)
+    }
+
+    /// Refuses verbs the kind does not serve (the create-only reviews) with 405.
+    fn check_verb(&self, method: &Method) -> ApiResult<()> {
+        if self.t.subresource.is_some() {
+            return Ok(());
+        }
+        let verb = match (method, &self.t.name) {
+            (&Method::GET, None) if flag(&self.query, "watch") => "watch",
+            (&Method::GET, None) => "list",
+            (&Method::GET, Some(_)) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, Some(_)) => "delete",
+            (&Method::DELETE, None) => "deletecollection",
+            _ => return Ok(()),
+        };
+        if self.store().kind.strategy.verbs().contains(&verb) {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed(format!("the server does not allow this method on the requested resource ({method})")))
+        }
     }
 
     fn respond(&self, code: StatusCode, obj: &Value, warnings: &[String]) -> ApiResult<Response> {
@@ -209,6 +250,8 @@ impl Req {
             Output::Table => {
                 table::to_table(self.store(), std::slice::from_ref(obj), self.include_object(), None, None)
             }
+            // A Status (a delete that removed the object) stays as it is.
+            Output::Metadata if obj["kind"] != "Status" => negotiate::partial_metadata(obj),
             _ => obj.clone(),
         };
         let mut resp = negotiate::encode(out, code, &body)?;
@@ -274,7 +317,7 @@ impl Req {
     /// Responds with an object of another kind than the resource's (Scale): no Table form.
     fn respond_plain(&self, code: StatusCode, obj: &Value) -> ApiResult<Response> {
         let out = match self.output()? {
-            Output::Table => Output::Json,
+            Output::Table | Output::Metadata => Output::Json,
             other => other,
         };
         negotiate::encode(out, code, obj)
@@ -307,12 +350,17 @@ impl Req {
                 if let Some(n) = page.remaining {
                     metadata["remainingItemCount"] = json!(n);
                 }
-                json!({
-                    "kind": self.store().info().list_kind,
-                    "apiVersion": self.store().info().api_version(),
-                    "metadata": metadata,
-                    "items": page.items,
-                })
+                if out == Output::Metadata {
+                    let items: Vec<Value> = page.items.iter().map(negotiate::partial_metadata).collect();
+                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items})
+                } else {
+                    json!({
+                        "kind": self.store().info().list_kind,
+                        "apiVersion": self.store().info().api_version(),
+                        "metadata": metadata,
+                        "items": page.items,
+                    })
+                }
             }
         };
         negotiate::encode(out, StatusCode::OK, &body)
@@ -348,6 +396,7 @@ impl Req {
                     }
                     t
                 }
+                (Output::Metadata, "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK") => negotiate::partial_metadata(&e.object),
                 _ => e.object,
             };
             let mut line = serde_json::to_vec(&json!({"type": e.kind, "object": object})).unwrap_or_default();
@@ -389,7 +438,11 @@ impl Req {
         }
         let mode = self.field_validation()?;
         let normalized = self.store().decode_body(config.clone())?;
-        let warnings = mode.enforce(fieldvalidation::unknown_fields(&config, &normalized))?;
+        if let Some(schema) = self.store().kind.strategy.openapi_schema() {
+            fieldvalidation::check_typed_apply(&schema, &config, self.store().info())?;
+        }
+        let mut warnings = mode.enforce_yaml(fieldvalidation::yaml_duplicates(&body))?;
+        warnings.extend(mode.enforce(fieldvalidation::unknown_fields(&config, &normalized))?);
         let opts = WriteOptions { dry_run: self.ctx.dry_run, field_manager: None };
         let w = self.store().apply(&self.ctx, self.name(), config, &manager, force, target, &opts).await?;
         let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };

@@ -30,17 +30,25 @@ pub mod hpa;
 pub mod hpa_v1;
 pub mod pdb;
 pub mod ingress;
+pub mod priorityclass;
+pub mod flowcontrol;
+pub mod csr;
+pub mod csistoragecapacity;
+pub mod reviews;
+pub mod apiservice;
 
 use std::sync::Arc;
 
 use k8s_openapi::api;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 use k8s_openapi::{ListableResource, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::registry::{Kind, Plain, ResourceInfo, Strategy};
+use reviews::{Review, ReviewStrategy};
 
 /// Whether a k8s-openapi resource type is namespaced (from its `Scope` type).
 pub trait Scoped {
@@ -83,6 +91,30 @@ where
     }
 }
 
+/// Builds a table entry for a virtual kind (create-only, never stored: the reviews) from a
+/// k8s-openapi type, which has no list type.
+fn virtual_kind<K>(strategy: impl Strategy, namespaced: bool) -> Kind
+where
+    K: Resource + DeserializeOwned + Serialize,
+{
+    Kind {
+        info: ResourceInfo {
+            group: K::GROUP.to_string(),
+            version: K::VERSION.to_string(),
+            kind: K::KIND.to_string(),
+            list_kind: String::new(),
+            plural: K::URL_PATH_SEGMENT.to_string(),
+            singular: K::KIND.to_lowercase(),
+            namespaced,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            subresources: Vec::new(),
+        },
+        strategy: Arc::new(strategy),
+        normalize: Some(normalize::<K>),
+    }
+}
+
 const ALL: &[&str] = &["all"];
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
@@ -107,6 +139,8 @@ pub fn all() -> Vec<Kind> {
         typed::<core::ResourceQuota>(Plain, &["quota"], &[], STATUS),
         typed::<core::ReplicationController>(replicationcontroller::ReplicationControllerStrategy, &["rc"], ALL, STATUS_SCALE),
         typed::<core::PodTemplate>(podtemplate::PodTemplateStrategy, &[], &[], &[]),
+        // apiregistration (the aggregator's group, first upstream)
+        typed::<apiregistration::APIService>(apiservice::ApiServiceStrategy, &[], &["api-extensions"], STATUS),
         // apps/v1
         typed::<api::apps::v1::Deployment>(deployment::DeploymentStrategy, &["deploy"], ALL, STATUS_SCALE),
         typed::<api::apps::v1::ReplicaSet>(replicaset::ReplicaSetStrategy, &["rs"], ALL, STATUS_SCALE),
@@ -123,6 +157,13 @@ pub fn all() -> Vec<Kind> {
         typed::<api::coordination::v1::Lease>(lease::LeaseStrategy, &[], &[], &[]),
         typed::<api::discovery::v1::EndpointSlice>(endpoints::EndpointSliceStrategy, &[], &[], &[]),
         typed::<api::events::v1::Event>(event::EventsV1Strategy, &["ev"], &[], &[]),
+        // authentication, authorization: virtual, create-only
+        virtual_kind::<api::authentication::v1::TokenReview>(ReviewStrategy(Review::Token), false),
+        virtual_kind::<api::authentication::v1::SelfSubjectReview>(ReviewStrategy(Review::SelfSubject), false),
+        virtual_kind::<api::authorization::v1::LocalSubjectAccessReview>(ReviewStrategy(Review::LocalSubjectAccess), true),
+        virtual_kind::<api::authorization::v1::SelfSubjectAccessReview>(ReviewStrategy(Review::SelfSubjectAccess), false),
+        virtual_kind::<api::authorization::v1::SelfSubjectRulesReview>(ReviewStrategy(Review::SelfSubjectRules), false),
+        virtual_kind::<api::authorization::v1::SubjectAccessReview>(ReviewStrategy(Review::SubjectAccess), false),
         // rbac
         typed::<api::rbac::v1::Role>(rbac::RoleStrategy, &[], &[], &[]),
         typed::<api::rbac::v1::RoleBinding>(rbac::RoleBindingStrategy, &[], &[], &[]),
@@ -139,16 +180,20 @@ pub fn all() -> Vec<Kind> {
         typed::<api::storage::v1::CSIDriver>(Plain, &[], &[], &[]),
         typed::<api::storage::v1::CSINode>(Plain, &[], &[], &[]),
         typed::<api::storage::v1::VolumeAttachment>(Plain, &[], &[], STATUS),
+        typed::<api::storage::v1::CSIStorageCapacity>(csistoragecapacity::CsiStorageCapacityStrategy, &[], &[], &[]),
         // apiextensions (objects stored; serving custom resources comes with the CRD issue)
         typed::<apiextensions::CustomResourceDefinition>(crd::CrdStrategy, &["crd", "crds"], &["api-extensions"], STATUS),
         // scheduling, node, certificates, admissionregistration
-        typed::<api::scheduling::v1::PriorityClass>(Plain, &["pc"], &[], &[]),
+        typed::<api::scheduling::v1::PriorityClass>(priorityclass::PriorityClassStrategy, &["pc"], &[], &[]),
         typed::<api::node::v1::RuntimeClass>(Plain, &[], &[], &[]),
-        typed::<api::certificates::v1::CertificateSigningRequest>(Plain, &["csr"], &[], STATUS),
+        typed::<api::certificates::v1::CertificateSigningRequest>(csr::CsrStrategy, &["csr"], &[], &["status", "approval"]),
         typed::<api::admissionregistration::v1::MutatingWebhookConfiguration>(Plain, &[], &["api-extensions"], &[]),
         typed::<api::admissionregistration::v1::ValidatingWebhookConfiguration>(Plain, &[], &["api-extensions"], &[]),
         typed::<api::admissionregistration::v1::ValidatingAdmissionPolicy>(Plain, &[], &["api-extensions"], STATUS),
         typed::<api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>(Plain, &[], &["api-extensions"], &[]),
+        // flowcontrol (API priority and fairness: stored, not yet enforced)
+        typed::<api::flowcontrol::v1::FlowSchema>(flowcontrol::FlowSchemaStrategy, &[], &[], STATUS),
+        typed::<api::flowcontrol::v1::PriorityLevelConfiguration>(flowcontrol::PriorityLevelConfigurationStrategy, &[], &[], STATUS),
     ]
 }
 

@@ -235,6 +235,7 @@ pub fn validate_pod_spec(errs: &mut FieldErrors, spec: &Value, path: &str) {
         }
     }
     validate_tolerations(errs, &spec["tolerations"], &format!("{path}.tolerations"));
+    validate_sysctls(errs, spec, &format!("{path}.securityContext.sysctls"));
     for (i, g) in arr(&spec["readinessGates"]).iter().enumerate() {
         let t = s(&g["conditionType"]);
         crate::validation::push_invalid(
@@ -243,6 +244,57 @@ pub fn validate_pod_spec(errs: &mut FieldErrors, spec: &Value, path: &str) {
             t,
             crate::validation::qualified_name(t),
         );
+    }
+}
+
+/// Upstream's `SysctlContainSlashFmt`: dot- or slash-separated segments.
+const SYSCTL_PATTERN: &str = r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
+const SYSCTL_MAX_LENGTH: usize = 253;
+
+/// The namespace a sysctl belongs to, as upstream's `sysctl.GetNamespace` (for the host
+/// network / IPC rules): `net.*` is the network namespace; `kernel.shm*`, `kernel.msg*`,
+/// `kernel.sem` and `fs.mqueue.*` the IPC namespace.
+fn sysctl_namespace(name: &str) -> Option<&'static str> {
+    let n = name.replace('/', ".");
+    if n.starts_with("net.") {
+        Some("net")
+    } else if n.starts_with("kernel.shm") || n.starts_with("kernel.msg") || n == "kernel.sem" || n.starts_with("fs.mqueue.") {
+        Some("ipc")
+    } else {
+        None
+    }
+}
+
+/// Upstream's `validateSysctls`: names valid, not repeated, and not in a namespace the pod
+/// shares with the host.
+fn validate_sysctls(errs: &mut FieldErrors, spec: &Value, path: &str) {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| regex::Regex::new(SYSCTL_PATTERN).expect("sysctl pattern"));
+    let mut names = HashSet::new();
+    for (i, sc) in arr(&spec["securityContext"]["sysctls"]).iter().enumerate() {
+        let name = s(&sc["name"]);
+        let field = format!("{path}[{i}].name");
+        if name.is_empty() {
+            errs.push(FieldError::required(&field, ""));
+        } else if name.len() > SYSCTL_MAX_LENGTH || !re.is_match(name) {
+            errs.push(FieldError::invalid(
+                &field,
+                name,
+                format!("must have at most {SYSCTL_MAX_LENGTH} characters and match regex {SYSCTL_PATTERN}"),
+            ));
+        } else if names.contains(name) {
+            errs.push(FieldError::duplicate(&field, name));
+        }
+        match sysctl_namespace(name) {
+            Some("net") if spec["hostNetwork"] == true => {
+                errs.push(FieldError::invalid(&field, name, "may not be specified when 'hostNetwork' is true"))
+            }
+            Some("ipc") if spec["hostIPC"] == true => {
+                errs.push(FieldError::invalid(&field, name, "may not be specified when 'hostIPC' is true"))
+            }
+            _ => {}
+        }
+        names.insert(name);
     }
 }
 
@@ -637,6 +689,28 @@ mod tests {
         assert!(e.contains(&"spec.containers[0].volumeMounts[0].name: Not found: \"nope\"".to_string()), "{e:?}");
         let e = errors(json!({"containers": [{"name": "a", "image": "x", "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}]}));
         assert_eq!(e, vec!["spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"]);
+    }
+
+    #[test]
+    fn sysctl_names() {
+        let spec = |sysctls: Value, host_net: bool| {
+            json!({"hostNetwork": host_net, "securityContext": {"sysctls": sysctls},
+                   "containers": [{"name": "c", "image": "i"}]})
+        };
+        let mut errs = Vec::new();
+        validate_sysctls(&mut errs, &spec(json!([
+            {"name": "foo-", "value": "bar"}, {"name": "kernel.shmmax", "value": "1"},
+            {"name": "safe-and-unsafe", "value": "1"}, {"name": "bar..", "value": "42"},
+            {"name": "net/ipv4/ip_forward", "value": "1"}, {"name": "kernel.shmmax", "value": "2"},
+        ]), false), "spec.securityContext.sysctls");
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(msgs[0].starts_with("spec.securityContext.sysctls[0].name: Invalid value: \"foo-\": must have at most 253 characters and match regex ^([a-z0-9]"));
+        assert!(msgs[1].starts_with("spec.securityContext.sysctls[3].name: Invalid value: \"bar..\""));
+        assert_eq!(msgs[2], "spec.securityContext.sysctls[5].name: Duplicate value: \"kernel.shmmax\"");
+        let mut errs = Vec::new();
+        validate_sysctls(&mut errs, &spec(json!([{"name": "net.core.somaxconn", "value": "1"}]), true), "s");
+        assert_eq!(errs[0].to_string(), "s[0].name: Invalid value: \"net.core.somaxconn\": may not be specified when 'hostNetwork' is true");
     }
 
     #[test]

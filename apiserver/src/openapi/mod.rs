@@ -171,6 +171,29 @@ fn capitalize(s: &str) -> String {
 
 /// Adds one kind's schema and its operations to `spec`.
 fn add_resource(spec: &mut Spec, s: &GenericStore) {
+    let first_path = spec.paths.len();
+    add_resource_paths(spec, s);
+    // Only the verbs the kind serves (the reviews: create).
+    let verbs = s.kind.strategy.verbs();
+    let mut main_paths = spec.paths.split_off(first_path);
+    for (path, item) in &mut main_paths {
+        if path.ends_with("/status") || path.ends_with("/scale") {
+            continue;
+        }
+        item.ops.retain(|(_, op)| {
+            let verb = match op.action {
+                "post" => "create",
+                "put" => "update",
+                other => other,
+            };
+            verbs.contains(&verb)
+        });
+    }
+    main_paths.retain(|(_, item)| !item.ops.is_empty());
+    spec.paths.extend(main_paths);
+}
+
+fn add_resource_paths(spec: &mut Spec, s: &GenericStore) {
     let i = s.info();
     let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});
     let custom = s.kind.strategy.openapi_schema();

@@ -34,7 +34,8 @@ fn every_builtin_kind_has_a_definition() {
     for k in crate::kinds::all() {
         let i = &k.info;
         assert!(builtin_name(&i.group, &i.version, &i.kind).is_some(), "{}/{} {}", i.group, i.version, i.kind);
-        assert!(builtin_name(&i.group, &i.version, &i.list_kind).is_some(), "{}/{} {}", i.group, i.version, i.list_kind);
+        // Virtual kinds (the reviews) have no list.
+        assert!(i.list_kind.is_empty() || builtin_name(&i.group, &i.version, &i.list_kind).is_some(), "{}/{} {}", i.group, i.version, i.list_kind);
     }
     assert_eq!(builtin_name("apps", "v1", "Deployment"), Some("io.k8s.api.apps.v1.Deployment"));
 }

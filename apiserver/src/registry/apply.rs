@@ -85,7 +85,12 @@ impl GenericStore {
             Some(v) => apply::decode_managed_fields(v).unwrap_or_default(),
             None => apply::managed_fields_of(old).unwrap_or_default(),
         };
-        let subresource = (target == Target::Status).then_some("status");
+        let subresource = match target {
+            Target::Main => None,
+            Target::Status => Some("status"),
+            Target::Finalize => Some("finalize"),
+            Target::Approval => Some("approval"),
+        };
         let api_version = self.info().api_version();
         let entries = apply::update(old, new, &base, manager, &api_version, subresource, &*self.merge_schema(), &meta::now());
         apply::set_managed_fields(new, &entries);

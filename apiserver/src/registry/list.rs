@@ -86,10 +86,24 @@ fn decode_token(token: &str) -> ApiResult<ContinueToken> {
     let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
     let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
     let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if t.v != TOKEN_VERSION || t.rv <= 0 {
+    // -1: continue from the same key at the latest revision (see `expired_continue`).
+    if t.v != TOKEN_VERSION || (t.rv <= 0 && t.rv != LATEST) {
         return Err(bad());
     }
     Ok(t)
+}
+
+/// The revision of a continue token meaning "the latest one" (upstream's -1).
+const LATEST: i64 = -1;
+
+/// Upstream's `inconsistentContinue`: a continue token whose revision was compacted away
+/// is 410 Expired, carrying a token that continues from the same key at the latest
+/// revision (the rest of the list then reflects changes made since the first page).
+fn expired_continue(start: &str) -> ApiError {
+    ApiError::ExpiredContinue {
+        message: "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.".into(),
+        token: encode_token(LATEST, start),
+    }
 }
 
 /// Parses a resourceVersion parameter: `None` for unset, `Some(0)` for "0".
@@ -111,11 +125,10 @@ fn too_old(requested: i64, compacted: i64) -> ApiError {
     ApiError::Expired(format!("too old resource version: {requested} ({})", compacted - 1))
 }
 
-fn compacted_list_error(e: StoreError, continuing: bool) -> ApiError {
+/// `continuing`: the start key of the continue token the list was asked with, if any.
+fn compacted_list_error(e: StoreError, continuing: Option<&str>) -> ApiError {
     match e {
-        StoreError::Compacted { .. } if continuing => ApiError::Expired(
-            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
-        ),
+        StoreError::Compacted { .. } if continuing.is_some() => expired_continue(continuing.unwrap_or_default()),
         StoreError::Compacted { requested, compacted } => too_old(requested, compacted),
         StoreError::FutureRevision { requested, current } => {
             ApiError::Timeout(format!("Too large resource version: {requested}, current: {current}"))
@@ -149,11 +162,13 @@ impl GenericStore {
                     return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
                 }
                 let t = decode_token(token)?;
-                (t.rv, format!("{prefix}{}", t.start))
+                // A revision of 0 reads the latest one.
+                (t.rv.max(0), format!("{prefix}{}", t.start))
             }
             None => (self.read_revision(rv, opts).await?, prefix.clone()),
         };
-        let continuing = opts.continue_token.is_some();
+        let token_start = start.clone();
+        let continuing = opts.continue_token.is_some().then(|| &token_start[prefix.len()..]);
         let limit = opts.limit.max(0);
         let mut items = Vec::new();
         loop {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use strategy::{NameRule, Plain, ReqCtx, ScalePaths, Strategy};
+pub use strategy::{NameRule, Plain, ReqCtx, ScalePaths, Strategy, ALL_VERBS};
 
 /// Names and scope of one served resource, as discovery reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +90,8 @@ pub struct Registry {
     stores: RwLock<Vec<Arc<GenericStore>>>,
     backend: Arc<dyn Backend>,
     cache: Arc<cache::WatchCache>,
+    /// The admission chain every store runs on writes.
+    admission: Arc<crate::admission::Admission>,
     /// Bumped whenever the set of served resources changes (custom resources).
     generation: AtomicU64,
 }
@@ -102,8 +104,12 @@ impl Registry {
     /// A registry whose watch cache keeps `window` events for resuming watchers.
     pub fn with_watch_cache_size(kinds: Vec<Kind>, backend: Arc<dyn Backend>, window: usize) -> Self {
         let cache = cache::WatchCache::new(backend.clone(), window);
-        let stores = kinds.into_iter().map(|k| Arc::new(GenericStore::with_cache(k, backend.clone(), cache.clone()))).collect();
-        Registry { stores: RwLock::new(stores), backend, cache, generation: AtomicU64::new(0) }
+        let admission = Arc::new(crate::admission::Admission::builtin(backend.clone()));
+        let stores = kinds
+            .into_iter()
+            .map(|k| Arc::new(GenericStore::with_cache(k, backend.clone(), cache.clone()).with_admission(admission.clone())))
+            .collect();
+        Registry { stores: RwLock::new(stores), backend, cache, admission, generation: AtomicU64::new(0) }
     }
 
     /// Changes whenever resources are added or removed, so caches derived from the set of
@@ -125,7 +131,9 @@ impl Registry {
             old == kinds.iter().map(|k| k.info.clone()).collect::<Vec<_>>()
         };
         stores.retain(|s| !(s.info().group == group && s.info().plural == plural));
-        stores.extend(kinds.into_iter().map(|k| Arc::new(GenericStore::with_cache(k, self.backend.clone(), self.cache.clone()))));
+        stores.extend(kinds.into_iter().map(|k| {
+            Arc::new(GenericStore::with_cache(k, self.backend.clone(), self.cache.clone()).with_admission(self.admission.clone()))
+        }));
         if !unchanged {
             tracing::info!(group, plural, "serving custom resource");
         }

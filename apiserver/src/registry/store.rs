@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use kine_sqlite::{Backend, KeyValue, LeaseId, StoreError};
 use serde_json::{json, Value};
 
+use crate::admission::{self, Admission};
 use crate::error::{ApiError, ApiResult, OPTIMISTIC_LOCK_MSG};
 use crate::meta;
 use crate::registry::cache::{self, WatchCache};
@@ -22,6 +23,12 @@ pub enum Target {
     Main,
     /// The `status` subresource: only status (and labels/annotations) change.
     Status,
+    /// A namespace's `finalize` subresource: only `spec.finalizers` changes (how the
+    /// namespace controller releases a namespace it emptied).
+    Finalize,
+    /// A CertificateSigningRequest's `approval` subresource: only `status.conditions` (and
+    /// labels/annotations) change, as upstream's `csrApprovalStrategy`.
+    Approval,
 }
 
 /// Options of a write request.
@@ -111,6 +118,8 @@ pub struct GenericStore {
     pub(crate) cache: Arc<WatchCache>,
     /// Events share one lease per minute, as upstream's lease manager reuses leases.
     event_lease: Mutex<Option<(LeaseId, Instant)>>,
+    /// The admission chain writes go through (none unless the registry sets one).
+    admission: Arc<Admission>,
 }
 
 impl GenericStore {
@@ -122,7 +131,13 @@ impl GenericStore {
 
     /// A store whose lists and watches go through a shared watch cache.
     pub fn with_cache(kind: Kind, backend: Arc<dyn Backend>, cache: Arc<WatchCache>) -> Self {
-        GenericStore { kind, backend, cache, event_lease: Mutex::new(None) }
+        GenericStore { kind, backend, cache, event_lease: Mutex::new(None), admission: Arc::new(Admission::none()) }
+    }
+
+    /// The store with an admission chain run on every create and update.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     pub fn info(&self) -> &ResourceInfo {
@@ -207,7 +222,11 @@ impl GenericStore {
     /// Creates an object (`body` already decoded by [`Self::decode_body`]).
     pub async fn create(&self, ctx: &ReqCtx, mut obj: Value, opts: &WriteOptions) -> ApiResult<Written> {
         self.bind_namespace(ctx, &mut obj)?;
-        let warnings = self.before_create(ctx, &mut obj)?;
+        if let Some(answer) = self.kind.strategy.create_virtual(ctx, &obj) {
+            // A virtual kind (the reviews): answered, never stored.
+            return answer.map(|object| Written { object, warnings: Vec::new(), created: true });
+        }
+        let warnings = self.before_create(ctx, &mut obj).await?;
         if let Some(manager) = &opts.field_manager {
             let incoming = obj["metadata"].get("managedFields").filter(|m| m.as_array().is_some_and(|a| !a.is_empty())).cloned();
             self.track_update(&Value::Null, &mut obj, incoming.as_ref(), manager, Target::Main);
@@ -275,7 +294,8 @@ impl GenericStore {
 
     /// Upstream's `rest.BeforeCreate`: system fields, then the kind's hooks in fixed order,
     /// then common metadata validation (after the kind's, so the specific message wins).
-    fn before_create(&self, ctx: &ReqCtx, obj: &mut Value) -> ApiResult<Vec<String>> {
+    /// Admission: mutating after defaulting, validating after validation.
+    async fn before_create(&self, ctx: &ReqCtx, obj: &mut Value) -> ApiResult<Vec<String>> {
         let strategy = &self.kind.strategy;
         let m = meta::meta_mut(obj);
         let has_name = m.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
@@ -297,12 +317,15 @@ impl GenericStore {
             }
         }
         strategy.apply_defaults(obj);
+        let attrs = admission::Attributes { operation: admission::Operation::Create, resource: self.info(), ctx, old: None };
+        self.admission.admit(&attrs, obj).await?;
         strategy.prepare_for_create(ctx, obj);
         let mut errs = strategy.validate(ctx, obj);
         errs.extend(self.validate_meta(obj));
         if !errs.is_empty() {
             return Err(self.invalid(meta::name(obj), errs));
         }
+        self.admission.validate(&attrs, obj).await?;
         let warnings = strategy.warnings_on_create(ctx, obj);
         strategy.canonicalize(obj);
         Ok(warnings)
@@ -422,7 +445,7 @@ impl GenericStore {
                 }
             }
             let incoming_managed = new["metadata"].get("managedFields").cloned();
-            let warnings = self.before_update(ctx, &mut new, &old, target)?;
+            let warnings = self.before_update(ctx, &mut new, &old, target).await?;
             if let Some(manager) = &opts.field_manager {
                 let incoming = if target == Target::Main { incoming_managed.as_ref() } else { None };
                 self.track_update(&old, &mut new, incoming, manager, target);
@@ -456,7 +479,8 @@ impl GenericStore {
 
     /// Upstream's `rest.BeforeUpdate`: keep system fields from the old object, apply the
     /// kind's hooks, validate.
-    fn before_update(&self, ctx: &ReqCtx, new: &mut Value, old: &Value, target: Target) -> ApiResult<Vec<String>> {
+    /// Admission of the main resource: mutating after defaulting, validating after validation.
+    async fn before_update(&self, ctx: &ReqCtx, new: &mut Value, old: &Value, target: Target) -> ApiResult<Vec<String>> {
         let strategy = &self.kind.strategy;
         let name = meta::name(old).to_string();
         if let Some(uid) = new["metadata"]["uid"].as_str() {
@@ -469,6 +493,10 @@ impl GenericStore {
         }
         if target == Target::Status {
             *new = status_only(old, new);
+        } else if target == Target::Approval {
+            *new = conditions_only(old, new);
+        } else if target == Target::Finalize {
+            *new = finalizers_only(old, new);
         } else if self.info().has_status() {
             match old.get("status") {
                 Some(s) => new["status"] = s.clone(),
@@ -487,16 +515,21 @@ impl GenericStore {
         }
         meta::set(new, "name", json!(name));
         meta::remove(new, "selfLink");
+        let update_attrs = admission::Attributes { operation: admission::Operation::Update, resource: self.info(), ctx, old: Some(old) };
         let mut errs = Vec::new();
         if target == Target::Main {
             strategy.apply_defaults(new);
+            self.admission.admit(&update_attrs, new).await?;
             strategy.prepare_for_update(ctx, new, old);
             errs.extend(strategy.validate_update(ctx, new, old));
             if spec_of(new) != spec_of(old) {
                 let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 meta::set(new, "generation", json!(generation));
             }
+        } else if target == Target::Finalize {
+            errs.extend(strategy.validate(ctx, new));
         } else {
+            strategy.prepare_for_status_update(ctx, new, old);
             errs.extend(strategy.validate_status_update(ctx, new, old));
         }
         errs.extend(self.validate_meta(new));
@@ -508,6 +541,9 @@ impl GenericStore {
         }
         if !errs.is_empty() {
             return Err(self.invalid(&name, errs));
+        }
+        if target == Target::Main {
+            self.admission.validate(&update_attrs, new).await?;
         }
         let warnings = strategy.warnings_on_update(ctx, new, old);
         strategy.canonicalize(new);
@@ -605,6 +641,41 @@ fn status_only(old: &Value, new: &Value) -> Value {
             Some(v) => meta::set(&mut out, field, v.clone()),
             None => meta::remove(&mut out, field),
         }
+    }
+    out
+}
+
+/// An `approval` write changes `status.conditions` and what a status write may change in
+/// metadata; the rest of the status stays as stored.
+fn conditions_only(old: &Value, new: &Value) -> Value {
+    let mut out = status_only(old, new);
+    let conditions = new["status"].get("conditions").cloned();
+    out["status"] = old.get("status").cloned().unwrap_or_else(|| json!({}));
+    match conditions {
+        Some(c) => out["status"]["conditions"] = c,
+        None => {
+            if let Some(s) = out["status"].as_object_mut() {
+                s.remove("conditions");
+            }
+        }
+    }
+    out
+}
+
+/// A `finalize` write changes only `spec.finalizers`, as upstream's namespace
+/// `finalizeStrategy`.
+fn finalizers_only(old: &Value, new: &Value) -> Value {
+    let mut out = old.clone();
+    match new["spec"].get("finalizers") {
+        Some(f) => out["spec"]["finalizers"] = f.clone(),
+        None => {
+            if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("finalizers");
+            }
+        }
+    }
+    if let Some(rv) = new["metadata"].get("resourceVersion") {
+        meta::set(&mut out, "resourceVersion", rv.clone());
     }
     out
 }

@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::error::ApiResult;
 use crate::registry::table::{self, Column};
 use crate::validation::{self, FieldErrors};
+
+/// Every verb of a stored resource, as discovery lists them.
+pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// Who asks, and how (what a hook may need besides the object).
 #[derive(Clone, Debug, Default)]
@@ -98,6 +102,10 @@ pub trait Strategy: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Prepares a write to the `status` (or another status-like) subresource, after the store
+    /// restored everything but what that subresource may change. May mutate `new`.
+    fn prepare_for_status_update(&self, _ctx: &ReqCtx, _new: &mut Value, _old: &Value) {}
+
     /// Validates a write to the `status` subresource (the store has restored everything but
     /// `status` and the metadata status writers may change).
     fn validate_status_update(&self, _ctx: &ReqCtx, _new: &Value, _old: &Value) -> FieldErrors {
@@ -158,6 +166,24 @@ pub trait Strategy: Send + Sync + 'static {
     /// Converts a stored object into this served version after it is read.
     fn from_storage(&self, obj: Value) -> Value {
         obj
+    }
+
+    /// The verbs served on the resource (discovery advertises them; others get 405).
+    fn verbs(&self) -> &'static [&'static str] {
+        ALL_VERBS
+    }
+
+    /// For virtual kinds (the access and token reviews): answers a create, the object as
+    /// decoded (namespace bound), with the object to return; nothing is stored. `None` (every
+    /// stored kind) lets the create proceed.
+    fn create_virtual(&self, _ctx: &ReqCtx, _obj: &Value) -> Option<ApiResult<Value>> {
+        None
+    }
+
+    /// Whether responses convert to a Table (`as=Table`). Kinds that cannot be read back
+    /// (virtual ones) do not: a Table-only `Accept` gets 406, as upstream.
+    fn table_convertible(&self) -> bool {
+        self.verbs().contains(&"get")
     }
 
     /// Table columns (`kubectl get`), the first being Name.
