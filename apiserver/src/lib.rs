@@ -13,6 +13,7 @@ pub mod kinds;
 pub mod registry;
 pub mod validation;
 pub mod handlers;
+pub mod kubernetes_service;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
@@ -56,18 +57,36 @@ pub async fn app(backend: Arc<dyn Backend>) -> anyhow::Result<axum::Router> {
 pub struct Config {
     /// Events the watch cache keeps for resuming watchers.
     pub watch_cache_size: usize,
+    /// ClusterIPs are handed out from here (`--service-cidr`, k3s's default).
+    pub service_cidr: String,
+    /// NodePorts are handed out from here (`--service-node-port-range`).
+    pub service_node_port_range: String,
+    /// Where clients reach this server: the `kubernetes` Service's endpoint.
+    pub advertise: kubernetes_service::Advertise,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { watch_cache_size: registry::cache::DEFAULT_WINDOW }
+        Config {
+            watch_cache_size: registry::cache::DEFAULT_WINDOW,
+            service_cidr: "10.43.0.0/16".into(),
+            service_node_port_range: "30000-32767".into(),
+            advertise: kubernetes_service::Advertise { address: "127.0.0.1".into(), port: 6443 },
+        }
     }
 }
 
 /// [`app`] with settings.
 pub async fn app_with(backend: Arc<dyn Backend>, config: Config) -> anyhow::Result<axum::Router> {
-    let registry = Arc::new(Registry::with_watch_cache_size(kinds::all(), backend, config.watch_cache_size));
+    let registry = Arc::new(Registry::with_watch_cache_size(kinds::all(), backend.clone(), config.watch_cache_size));
+    let allocator = Arc::new(
+        registry::allocator::ServiceAllocator::new(backend, &config.service_cidr, &config.service_node_port_range)
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    allocator.repair().await?;
+    registry.set_hooks("", "services", allocator.clone());
     bootstrap(&registry).await?;
+    kubernetes_service::reconcile(&registry, &allocator.first_ip().to_string(), &config.advertise).await?;
     let crds_seen = crd::controller::register_existing(&registry).await?;
     tokio::spawn(crd::controller::run(registry.clone(), crds_seen));
     if let Err(e) = autoregister::sync(&registry).await {

@@ -486,7 +486,7 @@ async fn server_side_apply_owns_fields_and_conflicts() {
 async fn watch_cache_fans_out_one_store_watch() {
     let dir = tempfile::tempdir().unwrap();
     let backend = kine_sqlite::SqliteBackend::open(&dir.path().join("state.db")).await.unwrap();
-    let router = apiserver::app_with(backend.clone(), apiserver::Config { watch_cache_size: 20 }).await.unwrap();
+    let router = apiserver::app_with(backend.clone(), apiserver::Config { watch_cache_size: 20, ..Default::default() }).await.unwrap();
     let h = Harness { app: router, _dir: dir };
     let (_, first) = h.call("POST", CMS, Some(cm("w0", json!({})))).await;
     let old_rv = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();

@@ -128,6 +128,23 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = apiserver::registry::cache::DEFAULT_WINDOW)]
     pub default_watch_cache_size: usize,
 
+    /// IPv4 range Service ClusterIPs are allocated from (k3s's default).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+
+    /// Port range NodePort Services are allocated from.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+
+    /// Address the `kubernetes` Service's endpoint advertises (default: the bind address, or
+    /// this host's first non-loopback IPv4 address when binding to all addresses).
+    #[arg(long)]
+    pub advertise_address: Option<std::net::IpAddr>,
+
+    /// Port the `kubernetes` Service's endpoint advertises (default: the HTTPS port).
+    #[arg(long)]
+    pub advertise_port: Option<u16>,
+
     /// Also serve the datastore over the etcd v3 gRPC API (plain HTTP/2, no TLS: keep it on
     /// loopback) at this address, e.g. 127.0.0.1:2379, for etcdctl and etcd clients.
     #[arg(long, value_name = "ADDR")]

@@ -89,7 +89,16 @@ impl ServiceAllocator {
         v > self.network && v < self.network + self.size() - 1
     }
 
-    /// Reserves `key` for `owner`: false when someone holds it.
+    /// Reserves a free `key` for `owner`: false when it is held, by anyone.
+    async fn reserve_free(&self, key: &str, owner: &str) -> ApiResult<bool> {
+        match self.backend.create(key, owner.as_bytes().to_vec(), 0).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::KeyExists) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reserves `key` for `owner`: false when someone else holds it.
     async fn reserve(&self, key: &str, owner: &str) -> ApiResult<bool> {
         match self.backend.create(key, owner.as_bytes().to_vec(), 0).await {
             Ok(_) => Ok(true),
@@ -114,13 +123,13 @@ impl ServiceAllocator {
         for _ in 0..32 {
             let ip = Ipv4Addr::from(self.network + 1 + rand_below(usable));
             // The first address is kept for the `kubernetes` Service, as upstream.
-            if ip != self.first_ip() && self.reserve(&format!("{IP_KEYS}{ip}"), owner).await? {
+            if ip != self.first_ip() && self.reserve_free(&format!("{IP_KEYS}{ip}"), owner).await? {
                 return Ok(ip);
             }
         }
         for off in 2..=usable {
             let ip = Ipv4Addr::from(self.network + off);
-            if self.reserve(&format!("{IP_KEYS}{ip}"), owner).await? {
+            if self.reserve_free(&format!("{IP_KEYS}{ip}"), owner).await? {
                 return Ok(ip);
             }
         }
@@ -132,12 +141,12 @@ impl ServiceAllocator {
         let span = u32::from(hi - lo) + 1;
         for _ in 0..32 {
             let p = lo + rand_below(span) as u16;
-            if self.reserve(&format!("{PORT_KEYS}{p}"), owner).await? {
+            if self.reserve_free(&format!("{PORT_KEYS}{p}"), owner).await? {
                 return Ok(p);
             }
         }
         for p in lo..=hi {
-            if self.reserve(&format!("{PORT_KEYS}{p}"), owner).await? {
+            if self.reserve_free(&format!("{PORT_KEYS}{p}"), owner).await? {
                 return Ok(p);
             }
         }
@@ -185,22 +194,22 @@ impl ServiceAllocator {
         if wants_node_ports(svc) {
             let held = old.map(node_ports_of).unwrap_or_default();
             let n = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
-            for i in 0..n {
-                let asked = svc["spec"]["ports"][i]["nodePort"].as_u64().unwrap_or(0) as u16;
-                if asked == 0 {
-                    let p = self.allocate_port(owner).await?;
-                    taken.push(format!("{PORT_KEYS}{p}"));
-                    svc["spec"]["ports"][i]["nodePort"] = json!(p);
-                } else if !held.contains(&asked) {
-                    let key = format!("{PORT_KEYS}{asked}");
-                    if asked < self.ports.0 || asked > self.ports.1 {
-                        return Err(invalid(name, format!("spec.ports[{i}].nodePort"), json!(asked), format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.ports.0, self.ports.1)));
-                    }
-                    if !self.reserve(&key, owner).await? {
-                        return Err(invalid(name, format!("spec.ports[{i}].nodePort"), json!(asked), "provided port is already allocated".into()));
-                    }
-                    taken.push(key);
+            let asked: Vec<u16> = (0..n).map(|i| svc["spec"]["ports"][i]["nodePort"].as_u64().unwrap_or(0) as u16).collect();
+            // Ports asked for first, so an allocated one can never collide with them.
+            for (i, &p) in asked.iter().enumerate().filter(|(_, p)| **p != 0 && !held.contains(p)) {
+                if p < self.ports.0 || p > self.ports.1 {
+                    return Err(invalid(name, format!("spec.ports[{i}].nodePort"), json!(p), format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.ports.0, self.ports.1)));
                 }
+                let key = format!("{PORT_KEYS}{p}");
+                if !self.reserve(&key, owner).await? {
+                    return Err(invalid(name, format!("spec.ports[{i}].nodePort"), json!(p), "provided port is already allocated".into()));
+                }
+                taken.push(key);
+            }
+            for (i, _) in asked.iter().enumerate().filter(|(_, p)| **p == 0) {
+                let p = self.allocate_port(owner).await?;
+                taken.push(format!("{PORT_KEYS}{p}"));
+                svc["spec"]["ports"][i]["nodePort"] = json!(p);
             }
         }
         Ok(())

@@ -71,8 +71,10 @@ pub struct Kind {
     pub normalize: Option<Normalize>,
 }
 
+pub mod allocator;
 pub mod apply;
 pub mod cache;
+pub mod hooks;
 pub mod list;
 pub mod scale;
 pub mod store;
@@ -138,6 +140,17 @@ impl Registry {
             tracing::info!(group, plural, "serving custom resource");
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Runs `hooks` around the writes of every version of `group`/`plural`.
+    pub fn set_hooks(&self, group: &str, plural: &str, hooks: Arc<dyn hooks::StoreHooks>) {
+        let mut stores = self.stores.write().expect("registry lock");
+        for s in stores.iter_mut().filter(|s| s.info().group == group && s.info().plural == plural) {
+            let rebuilt = GenericStore::with_cache(s.kind.clone(), self.backend.clone(), self.cache.clone())
+                .with_admission(s.admission())
+                .with_hooks(Some(hooks.clone()));
+            *s = Arc::new(rebuilt);
+        }
     }
 
     /// Stops serving a custom resource.

@@ -13,6 +13,7 @@ use crate::admission::{self, Admission};
 use crate::error::{ApiError, ApiResult, OPTIMISTIC_LOCK_MSG};
 use crate::meta;
 use crate::registry::cache::{self, WatchCache};
+use crate::registry::hooks::StoreHooks;
 use crate::registry::{Kind, ReqCtx, ResourceInfo};
 use crate::validation::{self, FieldError, FieldErrors};
 
@@ -120,6 +121,8 @@ pub struct GenericStore {
     event_lease: Mutex<Option<(LeaseId, Instant)>>,
     /// The admission chain writes go through (none unless the registry sets one).
     admission: Arc<Admission>,
+    /// Work around writes beyond the strategy (Services: address and port allocation).
+    hooks: Option<Arc<dyn StoreHooks>>,
 }
 
 impl GenericStore {
@@ -131,7 +134,23 @@ impl GenericStore {
 
     /// A store whose lists and watches go through a shared watch cache.
     pub fn with_cache(kind: Kind, backend: Arc<dyn Backend>, cache: Arc<WatchCache>) -> Self {
-        GenericStore { kind, backend, cache, event_lease: Mutex::new(None), admission: Arc::new(Admission::none()) }
+        GenericStore { kind, backend, cache, event_lease: Mutex::new(None), admission: Arc::new(Admission::none()), hooks: None }
+    }
+
+    /// The store with hooks run around its writes.
+    pub fn with_hooks(mut self, hooks: Option<Arc<dyn StoreHooks>>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Its hooks, for a registry rebuilding the store.
+    pub fn hooks(&self) -> Option<Arc<dyn StoreHooks>> {
+        self.hooks.clone()
+    }
+
+    /// Its admission chain, for a registry rebuilding the store.
+    pub fn admission(&self) -> Arc<Admission> {
+        self.admission.clone()
     }
 
     /// The store with an admission chain run on every create and update.
@@ -244,7 +263,15 @@ impl GenericStore {
             return Ok(Written { object: obj, warnings, created: true });
         }
         let lease = self.lease_for_new_object().await?;
-        match self.backend.create(&key, self.encode(&obj)?, lease).await {
+        let reservation = match &self.hooks {
+            Some(h) => Some(h.begin_create(&mut obj).await?),
+            None => None,
+        };
+        let written = self.backend.create(&key, self.encode(&obj)?, lease).await;
+        if let (Err(_), Some(h), Some(r)) = (&written, &self.hooks, reservation) {
+            h.abort(r).await;
+        }
+        match written {
             Ok(rev) => {
                 meta::set(&mut obj, "resourceVersion", json!(rev.to_string()));
                 Ok(Written { object: obj, warnings, created: true })
@@ -457,9 +484,22 @@ impl GenericStore {
             if opts.dry_run {
                 return Ok(Written { object: new, warnings, created: false });
             }
-            let out = self.backend.update(&key, self.encode(&new)?, kv.mod_revision, kv.lease).await?;
+            let hooks = self.hooks.as_ref().filter(|_| target == Target::Main);
+            let reservation = match hooks {
+                Some(h) => Some(h.begin_update(&mut new, &old).await?),
+                None => None,
+            };
+            let out = self.backend.update(&key, self.encode(&new)?, kv.mod_revision, kv.lease).await;
+            let succeeded = out.as_ref().is_ok_and(|o| o.succeeded);
+            if let (false, Some(h), Some(r)) = (succeeded, hooks, reservation) {
+                h.abort(r).await;
+            }
+            let out = out?;
             if !out.succeeded {
                 continue;
+            }
+            if let Some(h) = hooks {
+                h.after_update(&new, &old).await;
             }
             meta::set(&mut new, "resourceVersion", json!(out.revision.to_string()));
             self.finish_if_unblocked(&key, &new, out.revision).await?;
@@ -472,7 +512,11 @@ impl GenericStore {
         if meta::is_deleting(obj) && meta::finalizers(obj).is_empty() && !self.kind.strategy.blocks_deletion(obj) {
             // A failed compare means another writer changed it since: that writer's update
             // runs this check itself.
-            self.backend.delete(key, rev).await?;
+            if self.backend.delete(key, rev).await?.succeeded {
+                if let Some(h) = &self.hooks {
+                    h.after_delete(obj).await;
+                }
+            }
         }
         Ok(())
     }
@@ -595,6 +639,9 @@ impl GenericStore {
             let out = self.backend.delete(&key, kv.mod_revision).await?;
             if !out.succeeded {
                 continue;
+            }
+            if let Some(h) = &self.hooks {
+                h.after_delete(&obj).await;
             }
             return Ok(Deleted { object: obj, gone: true });
         }
