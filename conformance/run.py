@@ -201,6 +201,10 @@ def main():
     ap.add_argument("--tier", action="append", help="only tests of this tier (repeatable)")
     ap.add_argument("--focus", help="only tests whose codename matches this regex")
     ap.add_argument("--report", help="write a markdown report here")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra flag for the started krust server (repeatable), e.g. "
+                         "--server-arg=--datastore-endpoint=http://127.0.0.1:2379; servers that "
+                         "single tests start for themselves keep their defaults")
     ap.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = ap.parse_args()
 
@@ -222,7 +226,7 @@ def main():
     if args.start_server:
         if not os.path.isabs(binary):
             binary = str(REPO / binary)
-        server = Server(binary)
+        server = Server(binary, args.server_arg)
         servers.append(server)
         kubeconfig = server.kubeconfig
 

@@ -33,4 +33,7 @@ python3 -m pytest -q krust/tests/python || status=$?
 # exact names (conformance/README.md); regenerates docs/conformance.md.
 echo "==> python3 conformance/run.py --start-server --tier T1 --report docs/conformance.md"
 python3 conformance/run.py --start-server --krust-bin "$KRUST_BIN" --tier T1 --report docs/conformance.md || status=$?
+# The same API suite on real etcd: one member, then three with one killed mid-run.
+echo "==> scripts/test-backends.sh"
+KRUST_BIN="$KRUST_BIN" scripts/test-backends.sh || status=$?
 exit "$status"
