@@ -304,11 +304,15 @@ class Watch:
         self.stop()
 
 
+NAMESPACE_READY_TIMEOUT = 5.0  # seconds setup waits for the default ServiceAccount and root CA
+
+
 class Framework:
     """What one test gets: the cluster, and its own namespace (created before, deleted
-    after). Unlike upstream's framework it does not wait for the namespace's `default`
-    ServiceAccount or `kube-root-ca.crt` ConfigMap: krust has no controllers publishing
-    them yet, and no T1 test reads them."""
+    after). As upstream's framework, setup waits for the namespace's `default`
+    ServiceAccount and `kube-root-ca.crt` ConfigMap (published by the controller-manager);
+    without them (a server run with --disable-controller-manager) it goes on after
+    NAMESPACE_READY_TIMEOUT, so API-only tests still run."""
 
     def __init__(self, cluster, base="e2e"):
         self.c = cluster
@@ -323,6 +327,15 @@ class Framework:
             "metadata": {"name": name, "labels": {"e2e-framework": self.base, "e2e-run": "krust-conformance"}},
         })
         self.ns = name
+        for path in (f"/api/v1/namespaces/{name}/serviceaccounts/default",
+                     f"/api/v1/namespaces/{name}/configmaps/kube-root-ca.crt"):
+            deadline = time.monotonic() + NAMESPACE_READY_TIMEOUT
+            while time.monotonic() < deadline:
+                try:
+                    self.c.get(path)
+                    break
+                except ApiError:
+                    time.sleep(0.1)
 
     def defer(self, fn, *args, **kwargs):
         self.cleanups.append((fn, args, kwargs))

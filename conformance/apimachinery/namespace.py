@@ -1,6 +1,6 @@
 """Namespaces [Serial] (namespace.go): patch, status, update, finalizers."""
 
-from conformance.framework import conformance, expect, expect_equal, rand_suffix
+from conformance.framework import ApiError, conformance, expect, expect_equal, expect_error, rand_suffix, wait_for
 
 
 @conformance("[sig-api-machinery] Namespaces [Serial] should patch a Namespace [Conformance]")
@@ -57,3 +57,28 @@ def ns_finalizer(f):
     res = f.update(p + "/finalize", ns)
     expect(fake not in res["spec"].get("finalizers", []), f"finalizers after removing: {res['spec']}")
     expect("kubernetes" in res["spec"].get("finalizers", []), f"the kubernetes finalizer was lost: {res['spec']}")
+
+
+@conformance("[sig-api-machinery] Namespaces [Serial] should ensure that all services are removed when a namespace is deleted [Conformance]")
+def ns_delete_removes_services(f):
+    ns = f.create("/api/v1/namespaces", {"metadata": {"generateName": "nsdeletetest-"}})["metadata"]["name"]
+    f.defer(f.delete_ignore, f"/api/v1/namespaces/{ns}")
+    wait_for(lambda: f.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default"), 30,
+             what="the default service account of the namespace")
+    f.create(f"/api/v1/namespaces/{ns}/services", {
+        "metadata": {"name": "test-service", "labels": {"foo": "bar", "baz": "blah"}},
+        "spec": {"ports": [{"port": 80, "targetPort": 80}]},
+    })
+    f.delete(f"/api/v1/namespaces/{ns}")
+
+    def gone():
+        try:
+            f.get(f"/api/v1/namespaces/{ns}")
+            return False
+        except ApiError as e:
+            if e.status == 404:
+                return True
+            raise
+    wait_for(gone, 60, 1.0, what="the namespace to be removed")
+    f.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+    expect_error(404, f.get, f"/api/v1/namespaces/{ns}/services/test-service")

@@ -121,3 +121,13 @@ def subject_review(f):
         "metadata": {"namespace": f.ns}, "spec": {"user": user, "resourceAttributes": attrs}})
     expect_equal(lsar["status"].get("allowed"), sar["status"].get("allowed"), "LocalSubjectAccessReview agrees")
     expect_equal(lsar["status"].get("denied", False), sar["status"].get("denied", False), "denied agrees")
+
+
+@conformance("[sig-auth] ServiceAccounts should guarantee kube-root-ca.crt exist in any namespace [Conformance]")
+def root_ca_configmap(f):
+    p = f.path("configmaps", "kube-root-ca.crt")
+    wait_for(lambda: f.get(p), 30, 0.5, what="the root ca configmap")
+    f.delete(p, {"gracePeriodSeconds": 0})
+    wait_for(lambda: f.get(p), 30, 0.5, what="a new root ca configmap")
+    f.update(p, {"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": ""}})
+    wait_for(lambda: f.get(p).get("data", {}).get("ca.crt"), 30, 0.5, what="the root ca configmap reconciled")

@@ -14,6 +14,11 @@ pub struct Config {
     pub node_monitor_grace_period: std::time::Duration,
     /// Default toleration of not-ready/unreachable taints (DefaultTolerationSeconds, 300 s).
     pub default_toleration_seconds: i64,
+    /// The cluster CA (PEM) that the root-CA publisher puts in every namespace's
+    /// `kube-root-ca.crt` ConfigMap; `None` turns that controller into a no-op.
+    pub root_ca_pem: Option<String>,
+    /// Leader election timing (upstream's `--leader-elect-*` flags).
+    pub leader: crate::leader::Timing,
 }
 
 impl Default for Config {
@@ -23,6 +28,8 @@ impl Default for Config {
             disabled: Vec::new(),
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             default_toleration_seconds: 300,
+            root_ca_pem: None,
+            leader: crate::leader::Timing::default(),
         }
     }
 }

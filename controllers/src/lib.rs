@@ -7,7 +7,12 @@
 //! and is listed once in [`CONTROLLERS`].
 
 pub mod context;
+pub mod discovery;
+pub mod gc;
 pub mod leader;
+pub mod namespace;
+pub mod rootca;
+pub mod serviceaccount;
 
 use std::sync::Arc;
 
@@ -17,7 +22,17 @@ pub use context::{Config, Ctx, Error};
 pub type RunFn = fn(Arc<Ctx>) -> futures::future::BoxFuture<'static, Result<(), Error>>;
 
 /// Every controller, by name (as upstream's `--controllers` names them).
-pub const CONTROLLERS: &[(&str, RunFn)] = &[];
+pub const CONTROLLERS: &[(&str, RunFn)] = &[
+    ("namespace", |ctx| Box::pin(namespace::run(ctx))),
+    ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
+    ("serviceaccount", |ctx| Box::pin(serviceaccount::run(ctx))),
+    ("root-ca-cert-publisher", |ctx| Box::pin(rootca::run(ctx))),
+];
+
+/// Patch parameters naming a controller's field manager.
+pub(crate) fn patch_params(manager: &str) -> kube::api::PatchParams {
+    kube::api::PatchParams { field_manager: Some(manager.into()), ..Default::default() }
+}
 
 /// Runs every controller while this process is the leader; returns only on a fatal error.
 pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {

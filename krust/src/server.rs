@@ -62,7 +62,16 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         Some(addr) => Some(kine::spawn_grpc(addr, backend.clone(), grpc_stopped).await?),
         None => None,
     };
-    let router = apiserver::app_with(backend, apiserver::Config { watch_cache_size: args.default_watch_cache_size })
+    let api_config = apiserver::Config {
+        watch_cache_size: args.default_watch_cache_size,
+        service_cidr: args.service_cidr.clone(),
+        service_node_port_range: args.service_node_port_range.clone(),
+        advertise: apiserver::kubernetes_service::Advertise {
+            address: advertise_address(&args).to_string(),
+            port: args.advertise_port.unwrap_or(args.https_listen_port),
+        },
+    };
+    let router = apiserver::app_with(backend, api_config)
         .await
         .context("starting the API server")?;
     let tls = serve::tls_config(&pki)?;
@@ -83,7 +92,11 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         tracing::info!("--disable-controller-manager: not running controllers");
         None
     } else {
-        let config = controllers::Config { identity: controller_identity(), ..Default::default() };
+        let config = controllers::Config {
+            identity: controller_identity(),
+            root_ca_pem: Some(pki.server_ca_pem.clone()),
+            ..Default::default()
+        };
         Some(controller_manager::spawn(&paths.admin_kubeconfig(), config).await?)
     };
     serve::serve(listener, tls, router, stop).await?;
@@ -96,6 +109,24 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     }
     tracing::info!("krust server stopped");
     Ok(())
+}
+
+/// The address the `kubernetes` Service points at: the one asked for, the bind address,
+/// or (binding to all) the address this host uses to reach other hosts.
+fn advertise_address(args: &ServerArgs) -> IpAddr {
+    if let Some(a) = args.advertise_address {
+        return a;
+    }
+    if !args.bind_address.is_unspecified() {
+        return args.bind_address;
+    }
+    // A UDP "connect" sends nothing; it only asks the kernel which source address it would
+    // use. The target is a documentation address (TEST-NET-1), never contacted.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// This server's name in the controller-manager Lease: hostname and a random suffix, so

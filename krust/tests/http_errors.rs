@@ -75,12 +75,15 @@ fn get(server: &TestServer, path: &str) -> Value {
 }
 
 /// The names in a list.
+/// Names of the listed objects, leaving out what the controller-manager publishes in every
+/// namespace (`kube-root-ca.crt`).
 fn list_names(server: &TestServer, path: &str) -> Vec<String> {
     get(server, path)["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .filter(|n| n != "kube-root-ca.crt")
         .collect()
 }
 

@@ -149,7 +149,7 @@ fn unsupported_datastore_is_a_clear_error() {
         ])
         .arg("--data-dir")
         .arg(data.path())
-        .args(["--datastore-endpoint", "https://127.0.0.1:2379"])
+        .args(["--datastore-endpoint", "mysql://root@tcp(127.0.0.1:3306)/krust"])
         .output()
         .unwrap();
     assert!(!out.status.success());
