@@ -51,6 +51,10 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     Timeout(String),
+    /// A refusal with its own code and reason (admission: a ValidatingAdmissionPolicy's
+    /// `reason`, 422 Invalid by default), without details.
+    #[error("{message}")]
+    Refused { code: u16, reason: &'static str, message: String },
 }
 
 /// Upstream's optimistic-lock message.
@@ -87,6 +91,7 @@ impl ApiError {
             Invalid { .. } => 422,
             Internal(_) => 500,
             Timeout(_) => 504,
+            Refused { code, .. } => *code,
         }
     }
 
@@ -108,6 +113,7 @@ impl ApiError {
             Invalid { .. } => "Invalid",
             Internal(_) => "InternalError",
             Timeout(_) => "Timeout",
+            Refused { reason, .. } => reason,
         }
     }
 

@@ -10,6 +10,8 @@
 mod limitranger;
 mod runtimeclass;
 mod serviceaccount;
+pub mod celexpr;
+mod validatingpolicy;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use crate::registry::{ReqCtx, ResourceInfo};
 pub use limitranger::LimitRanger;
 pub use runtimeclass::RuntimeClass;
 pub use serviceaccount::ServiceAccount;
+pub use validatingpolicy::ValidatingPolicy;
 
 /// What a write does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +82,12 @@ pub trait Plugin: Send + Sync {
     async fn validate(&self, _attrs: &Attributes<'_>, _obj: &Value, _reader: &dyn Reader) -> ApiResult<()> {
         Ok(())
     }
+
+    /// Validating phase that may also warn the client (`Warning` headers): defaults to
+    /// [`Plugin::validate`].
+    async fn validate_warn(&self, attrs: &Attributes<'_>, obj: &Value, reader: &dyn Reader, _warnings: &mut Vec<String>) -> ApiResult<()> {
+        self.validate(attrs, obj, reader).await
+    }
 }
 
 /// The chain the store runs: plugins in order, each phase in turn, with a reader.
@@ -97,7 +106,7 @@ impl Admission {
     /// through `backend`.
     pub fn builtin(backend: Arc<dyn Backend>) -> Self {
         Self::new(
-            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(RuntimeClass)],
+            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(RuntimeClass), Box::new(ValidatingPolicy::default())],
             Arc::new(BackendReader { backend }),
         )
     }
@@ -115,13 +124,14 @@ impl Admission {
         Ok(())
     }
 
-    /// The validating phase of every plugin that handles the write.
-    pub async fn validate(&self, attrs: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
-        let Some(reader) = &self.reader else { return Ok(()) };
+    /// The validating phase of every plugin that handles the write; the warnings they give.
+    pub async fn validate(&self, attrs: &Attributes<'_>, obj: &Value) -> ApiResult<Vec<String>> {
+        let mut warnings = Vec::new();
+        let Some(reader) = &self.reader else { return Ok(warnings) };
         for p in self.plugins.iter().filter(|p| p.handles(attrs)) {
-            p.validate(attrs, obj, reader.as_ref()).await?;
+            p.validate_warn(attrs, obj, reader.as_ref(), &mut warnings).await?;
         }
-        Ok(())
+        Ok(warnings)
     }
 }
 

@@ -130,7 +130,11 @@ pub fn resource_list(st: &AppState, group: &str, version: &str, headers: &Header
 /// Served subresources and their verbs.
 fn subresources(s: &GenericStore) -> Vec<(String, Vec<&'static str>)> {
     let mut subs: Vec<(String, Vec<&'static str>)> =
-        s.info().subresources.iter().map(|sub| (sub.clone(), vec!["get", "patch", "update"])).collect();
+        s.info()
+            .subresources
+            .iter()
+            .map(|sub| (sub.clone(), if sub == "binding" { vec!["create"] } else { vec!["get", "patch", "update"] }))
+            .collect();
     if s.info().plural == "namespaces" && s.info().group.is_empty() {
         subs.push(("finalize".into(), vec!["update"]));
     }

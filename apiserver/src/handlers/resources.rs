@@ -102,6 +102,7 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         (&Method::GET, Some(_)) if req.is_scale() => req.get_scale().await,
         (&Method::PUT, Some(_)) if req.is_scale() => req.put_scale(read_body(body).await?).await,
         (&Method::PATCH, Some(_)) if req.is_scale() => req.patch_scale(read_body(body).await?).await,
+        (&Method::POST, Some(_)) if req.t.subresource.as_deref() == Some("binding") => req.bind(read_body(body).await?).await,
         (&Method::GET, Some(_)) => req.get().await,
         (&Method::POST, None) => req.create(read_body(body).await?).await,
         (&Method::PUT, Some(_)) => req.update(read_body(body).await?).await,
@@ -490,6 +491,50 @@ impl Req {
         let w = self.store().create(&self.ctx, obj, &opts).await?;
         warnings.extend(w.warnings);
         self.respond(StatusCode::CREATED, &w.object, &warnings)
+    }
+
+    /// `POST pods/NAME/binding` (upstream's `BindingREST`): assigns an unassigned pod to the
+    /// node the Binding's `target` names and sets its PodScheduled condition.
+    async fn bind(&self, body: Bytes) -> ApiResult<Response> {
+        let binding = self.parse_object(&body)?;
+        let node = binding["target"]["name"].as_str().unwrap_or_default().to_string();
+        if node.is_empty() {
+            return Err(ApiError::bad_request("target.name: Required value"));
+        }
+        let name = self.name().to_string();
+        let opts = self.write_options()?;
+        self.store()
+            .guaranteed_update(&self.ctx, &name, Target::Binding, &opts, |current| {
+                if crate::meta::is_deleting(current) {
+                    return Err(ApiError::Conflict {
+                        group: String::new(),
+                        resource: "pods".into(),
+                        name: name.clone(),
+                        message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
+                    });
+                }
+                let assigned = current["spec"]["nodeName"].as_str().unwrap_or_default();
+                if !assigned.is_empty() {
+                    return Err(ApiError::Conflict {
+                        group: String::new(),
+                        resource: "pods".into(),
+                        name: name.clone(),
+                        message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{assigned}\""),
+                    });
+                }
+                let mut pod = current.clone();
+                pod["spec"]["nodeName"] = json!(node);
+                let now = crate::meta::now();
+                let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+                let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+                let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+                conds.push(cond);
+                pod["status"]["conditions"] = json!(conds);
+                Ok(pod)
+            })
+            .await?;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        self.respond_plain(StatusCode::CREATED, &status)
     }
 
     async fn update(&self, body: Bytes) -> ApiResult<Response> {

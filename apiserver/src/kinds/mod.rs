@@ -36,6 +36,7 @@ pub mod csr;
 pub mod csistoragecapacity;
 pub mod reviews;
 pub mod apiservice;
+pub mod admissionregistration;
 
 use std::sync::Arc;
 
@@ -125,7 +126,7 @@ pub fn all() -> Vec<Kind> {
     vec![
         // core/v1
         typed::<core::Namespace>(namespace::NamespaceStrategy, &["ns"], &[], &["status"]),
-        typed::<core::Pod>(pod::PodStrategy, &["po"], ALL, STATUS),
+        typed::<core::Pod>(pod::PodStrategy, &["po"], ALL, &["status", "binding"]),
         typed::<core::Service>(service::ServiceStrategy, &["svc"], ALL, STATUS),
         typed::<core::Endpoints>(endpoints::EndpointsStrategy, &["ep"], &[], &[]),
         typed::<core::ConfigMap>(configmap::ConfigMapStrategy, &["cm"], &[], &[]),
@@ -187,9 +188,9 @@ pub fn all() -> Vec<Kind> {
         typed::<api::scheduling::v1::PriorityClass>(priorityclass::PriorityClassStrategy, &["pc"], &[], &[]),
         typed::<api::node::v1::RuntimeClass>(Plain, &[], &[], &[]),
         typed::<api::certificates::v1::CertificateSigningRequest>(csr::CsrStrategy, &["csr"], &[], &["status", "approval"]),
-        typed::<api::admissionregistration::v1::MutatingWebhookConfiguration>(Plain, &[], &["api-extensions"], &[]),
-        typed::<api::admissionregistration::v1::ValidatingWebhookConfiguration>(Plain, &[], &["api-extensions"], &[]),
-        typed::<api::admissionregistration::v1::ValidatingAdmissionPolicy>(Plain, &[], &["api-extensions"], STATUS),
+        typed::<api::admissionregistration::v1::MutatingWebhookConfiguration>(admissionregistration::WebhookConfigurationStrategy, &[], &["api-extensions"], &[]),
+        typed::<api::admissionregistration::v1::ValidatingWebhookConfiguration>(admissionregistration::WebhookConfigurationStrategy, &[], &["api-extensions"], &[]),
+        typed::<api::admissionregistration::v1::ValidatingAdmissionPolicy>(admissionregistration::ValidatingAdmissionPolicyStrategy, &[], &["api-extensions"], STATUS),
         typed::<api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>(Plain, &[], &["api-extensions"], &[]),
         // flowcontrol (API priority and fairness: stored, not yet enforced)
         typed::<api::flowcontrol::v1::FlowSchema>(flowcontrol::FlowSchemaStrategy, &[], &[], STATUS),

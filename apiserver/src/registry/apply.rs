@@ -90,6 +90,7 @@ impl GenericStore {
             Target::Status => Some("status"),
             Target::Finalize => Some("finalize"),
             Target::Approval => Some("approval"),
+            Target::Binding => Some("binding"),
         };
         let api_version = self.info().api_version();
         let entries = apply::update(old, new, &base, manager, &api_version, subresource, &*self.merge_schema(), &meta::now());

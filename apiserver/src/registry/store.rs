@@ -30,6 +30,10 @@ pub enum Target {
     /// A CertificateSigningRequest's `approval` subresource: only `status.conditions` (and
     /// labels/annotations) change, as upstream's `csrApprovalStrategy`.
     Approval,
+    /// A pod's `binding` subresource (upstream's `BindingREST`): the caller's closure sets
+    /// `spec.nodeName` and the PodScheduled condition; the pod spec's immutability and the
+    /// status reset of main updates do not apply.
+    Binding,
 }
 
 /// Options of a write request.
@@ -352,8 +356,8 @@ impl GenericStore {
         if !errs.is_empty() {
             return Err(self.invalid(meta::name(obj), errs));
         }
-        self.admission.validate(&attrs, obj).await?;
-        let warnings = strategy.warnings_on_create(ctx, obj);
+        let mut warnings = self.admission.validate(&attrs, obj).await?;
+        warnings.extend(strategy.warnings_on_create(ctx, obj));
         strategy.canonicalize(obj);
         Ok(warnings)
     }
@@ -541,6 +545,8 @@ impl GenericStore {
             *new = conditions_only(old, new);
         } else if target == Target::Finalize {
             *new = finalizers_only(old, new);
+        } else if target == Target::Binding {
+            // Built from `old` by the binding handler.
         } else if self.info().has_status() {
             match old.get("status") {
                 Some(s) => new["status"] = s.clone(),
@@ -570,7 +576,7 @@ impl GenericStore {
                 let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 meta::set(new, "generation", json!(generation));
             }
-        } else if target == Target::Finalize {
+        } else if target == Target::Finalize || target == Target::Binding {
             errs.extend(strategy.validate(ctx, new));
         } else {
             strategy.prepare_for_status_update(ctx, new, old);
@@ -586,10 +592,11 @@ impl GenericStore {
         if !errs.is_empty() {
             return Err(self.invalid(&name, errs));
         }
+        let mut warnings = Vec::new();
         if target == Target::Main {
-            self.admission.validate(&update_attrs, new).await?;
+            warnings = self.admission.validate(&update_attrs, new).await?;
         }
-        let warnings = strategy.warnings_on_update(ctx, new, old);
+        warnings.extend(strategy.warnings_on_update(ctx, new, old));
         strategy.canonicalize(new);
         Ok(warnings)
     }
