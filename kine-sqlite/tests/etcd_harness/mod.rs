@@ -194,6 +194,37 @@ impl EtcdCluster {
         }
     }
 
+    /// Restarts member `i` on its data dir and ports (after [`Self::kill`]), waiting until it
+    /// answers healthy again.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let initial_cluster = self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new().append(true).open(&m.log).expect("opening etcd log");
+        let child = Command::new(etcd_bin())
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(self._dir.path().join(&m.name))
+            .args(["--listen-client-urls", &m.client_url()])
+            .args(["--advertise-client-urls", &m.client_url()])
+            .args(["--listen-peer-urls", &m.peer_url()])
+            .args(["--initial-advertise-peer-urls", &m.peer_url()])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--initial-cluster-state", "existing"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restarting etcd");
+        m.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !healthy(self.members[i].client_port) {
+            assert!(Instant::now() < deadline, "etcd {} not healthy after a restart:\n{}", self.members[i].name, self.members[i].logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Index of the member that is the raft leader now, from each member's `/metrics`
     /// (`etcd_server_is_leader 1`).
     pub fn leader(&self) -> Option<usize> {
