@@ -15,32 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Error produced when a field selector cannot be parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SelectorError {
-    message: String,
-}
-
-impl SelectorError {
-    fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-
-    /// The human-readable message (upstream wording).
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for SelectorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SelectorError {}
+pub use super::SelectorError;
 
 /// The operator of a field requirement. `==` parses as [`Op::Equals`]
 /// (upstream folds both into one "has" term).
