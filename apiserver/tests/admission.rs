@@ -1,11 +1,10 @@
 //! The apiserver's own admission through the router: LimitRanger, ServiceAccount and
 //! RuntimeClass on pod creates, and pod sysctl validation.
 
-use apiserver::auth::UserInfo;
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+mod common;
+
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 struct Harness {
     app: axum::Router,
@@ -20,17 +19,7 @@ impl Harness {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.map(|b| Body::from(b.to_string())).unwrap_or_default())
-            .unwrap();
-        req.extensions_mut().insert(UserInfo::from_subject("system:admin", &["system:masters".into()]));
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        common::call(&self.app, method, path, body).await
     }
 
     async fn create(&self, path: &str, body: Value) -> Value {

@@ -30,7 +30,7 @@ impl Harness {
     async fn with_fast_bookmarks() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let backend = kine_sqlite::SqliteBackend::open(&dir.path().join("state.db")).await.unwrap();
-        apiserver::app(backend.clone()).await.unwrap(); // bootstrap namespaces
+        let _ = apiserver::app(backend.clone()).await.unwrap(); // bootstrap namespaces
         let state = AppState {
             registry: Arc::new(Registry::new(apiserver::kinds::all(), backend)),
             bookmark_interval: Duration::from_millis(100),

@@ -1,6 +1,8 @@
 //! Custom resources end to end through the router: a CRD becomes served within a second,
 //! its objects are validated, pruned and defaulted by its schema, and go away with it.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use apiserver::auth::UserInfo;
@@ -10,17 +12,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 async fn call(app: &axum::Router, method: &str, path: &str, ctype: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::CONTENT_TYPE, ctype)
-        .body(body.map(|b| Body::from(b.to_string())).unwrap_or_default())
-        .unwrap();
-    req.extensions_mut().insert(UserInfo::from_subject("system:admin", &["system:masters".into()]));
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    common::call_as(app, method, path, ctype, body).await
 }
 
 fn crd() -> Value {

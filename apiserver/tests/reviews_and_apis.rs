@@ -2,6 +2,8 @@
 //! the registry, the CSR approval subresource, PriorityClass rules, flowcontrol and
 //! CSIStorageCapacity serving: driven through the router over a real SQLite store.
 
+mod common;
+
 use std::time::Duration;
 
 use apiserver::auth::UserInfo;
@@ -37,7 +39,7 @@ impl Harness {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.send(method, path, "application/json", None, body).await
+        common::call(&self.app, method, path, body).await
     }
 }
 
@@ -266,7 +268,7 @@ async fn flowcontrol_and_storage_capacity_are_served() {
 async fn apiservice_sync_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let backend = kine_sqlite::SqliteBackend::open(&dir.path().join("state.db")).await.unwrap();
-    apiserver::app(backend.clone()).await.unwrap();
+    let _ = apiserver::app(backend.clone()).await.unwrap();
     let registry = apiserver::registry::Registry::new(apiserver::kinds::all(), backend.clone());
     apiserver::autoregister::sync(&registry).await.unwrap();
     let store = registry.find("apiregistration.k8s.io", "v1", "apiservices").unwrap();

@@ -1,26 +1,13 @@
 //! ClusterIP and NodePort allocation, and the `kubernetes` Service, through the router.
 
+mod common;
+
 use std::collections::HashSet;
 
-use apiserver::auth::UserInfo;
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use serde_json::{json, Value};
-use tower::ServiceExt;
+use common::call;
 
-async fn call(app: &axum::Router, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body.map(|b| Body::from(b.to_string())).unwrap_or_default())
-        .unwrap();
-    req.extensions_mut().insert(UserInfo::from_subject("system:admin", &["system:masters".into()]));
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
+use axum::http::StatusCode;
+use serde_json::{json, Value};
 
 fn svc(name: &str, spec: Value) -> Value {
     let mut spec = spec;
