@@ -7,11 +7,15 @@
 //! and is listed once in [`CONTROLLERS`].
 
 pub mod context;
+pub mod deployment;
 pub mod discovery;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
+pub mod podutil;
+pub mod replicaset;
 pub mod rootca;
+pub mod scheduler;
 pub mod serviceaccount;
 
 use std::sync::Arc;
@@ -27,6 +31,10 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
     ("serviceaccount", |ctx| Box::pin(serviceaccount::run(ctx))),
     ("root-ca-cert-publisher", |ctx| Box::pin(rootca::run(ctx))),
+    ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
+    ("replicationcontroller", |ctx| Box::pin(replicaset::run_replication_controllers(ctx))),
+    ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
+    ("deployment", |ctx| Box::pin(deployment::run(ctx))),
 ];
 
 /// Patch parameters naming a controller's field manager.

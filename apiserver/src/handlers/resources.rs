@@ -103,6 +103,9 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         (&Method::PUT, Some(_)) if req.is_scale() => req.put_scale(read_body(body).await?).await,
         (&Method::PATCH, Some(_)) if req.is_scale() => req.patch_scale(read_body(body).await?).await,
         (&Method::POST, Some(_)) if req.t.subresource.as_deref() == Some("binding") => req.bind(read_body(body).await?).await,
+        (m, Some(_)) if req.t.subresource.as_deref() == Some("binding") => {
+            Err(ApiError::MethodNotAllowed(format!("the server does not allow this method on the requested resource ({m})")))
+        }
         (&Method::GET, Some(_)) => req.get().await,
         (&Method::POST, None) => req.create(read_body(body).await?).await,
         (&Method::PUT, Some(_)) => req.update(read_body(body).await?).await,
