@@ -593,3 +593,25 @@ async fn namespace_finalize_changes_only_spec_finalizers() {
     assert_eq!(s, StatusCode::OK, "{out}");
     assert_eq!(h.call("GET", "/api/v1/namespaces/fin", None).await.0, StatusCode::NOT_FOUND);
 }
+
+/// events.k8s.io/v1 and core/v1 Events are one store, as upstream: each API shows the other's.
+#[tokio::test]
+async fn events_are_shared_between_both_apis() {
+    let h = Harness::new().await;
+    let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"},
+        "eventTime": "2026-11-25T10:00:00.000000Z", "reportingController": "krust.io/test", "reportingInstance": "i",
+        "action": "Testing", "reason": "Tested", "type": "Normal", "note": "hello",
+        "regarding": {"kind": "Pod", "name": "p", "namespace": "default"}});
+    let (s, created) = h.call("POST", "/apis/events.k8s.io/v1/namespaces/default/events", Some(ev)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(created["note"], "hello");
+    let (s, core) = h.call("GET", "/api/v1/namespaces/default/events/e1", None).await;
+    assert_eq!(s, StatusCode::OK, "{core}");
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(core["message"], "hello");
+    assert_eq!(core["involvedObject"]["name"], "p");
+    assert_eq!(core["reportingComponent"], "krust.io/test");
+    let (_, list) = h.call("GET", "/apis/events.k8s.io/v1/namespaces/default/events", None).await;
+    assert_eq!(list["items"][0]["regarding"]["name"], "p", "{list}");
+    assert_eq!(list["items"][0]["apiVersion"], "events.k8s.io/v1");
+}

@@ -41,6 +41,25 @@ fn to_core(o: &Value) -> Value {
     c
 }
 
+/// The reverse of [`to_core`]: a stored core/v1 event as events.k8s.io/v1 shows it.
+fn from_core(o: &Value) -> Value {
+    let mut c = o.clone();
+    for (to, from) in [
+        ("regarding", "involvedObject"),
+        ("note", "message"),
+        ("deprecatedSource", "source"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+        ("deprecatedCount", "count"),
+        ("reportingController", "reportingComponent"),
+    ] {
+        if let Some(v) = c.as_object_mut().and_then(|m| m.remove(from)) {
+            c[to] = v;
+        }
+    }
+    c
+}
+
 /// Upstream's `legacyValidateEvent` on a core-shaped event; `strict` adds the
 /// events.k8s.io/v1 rules.
 fn validate_event(ev: &Value, strict: bool) -> FieldErrors {
@@ -236,6 +255,20 @@ impl Strategy for EventStrategy {
 }
 
 impl Strategy for EventsV1Strategy {
+    /// events.k8s.io/v1 events live in the core/v1 events store, in core/v1 form, so both
+    /// APIs show the same events (upstream's cohabitating resources).
+    fn to_storage(&self, obj: Value) -> Value {
+        let mut c = to_core(&obj);
+        c["apiVersion"] = json!("v1");
+        c
+    }
+
+    fn from_storage(&self, obj: Value) -> Value {
+        let mut e = from_core(&obj);
+        e["apiVersion"] = json!("events.k8s.io/v1");
+        e
+    }
+
     fn validate(&self, _ctx: &ReqCtx, obj: &Value) -> FieldErrors {
         validate_event(&to_core(obj), true)
     }

@@ -50,14 +50,25 @@ impl ResourceInfo {
     }
     /// The storage key prefix: `/registry/<group>/<plural>/` (core: `/registry/<plural>/`),
     /// as upstream lays out etcd, so every version of a group-resource shares one store.
+    /// Resources that cohabit with another group's share its keys (see [`COHABITING`]).
     pub fn key_root(&self) -> String {
-        if self.group.is_empty() {
-            format!("/registry/{}/", self.plural)
+        let (group, plural) = COHABITING
+            .iter()
+            .find(|(g, p, _, _)| *g == self.group && *p == self.plural)
+            .map(|(_, _, g, p)| (g.to_string(), p.to_string()))
+            .unwrap_or((self.group.clone(), self.plural.clone()));
+        if group.is_empty() {
+            format!("/registry/{plural}/")
         } else {
-            format!("/registry/{}/{}/", self.group, self.plural)
+            format!("/registry/{group}/{plural}/")
         }
     }
 }
+
+/// Group-resources stored as another one, as upstream's storage factory "cohabitating
+/// resources": (group, plural) served → (group, plural) whose keys and storage version they
+/// use. Their strategies convert with `to_storage`/`from_storage`.
+pub const COHABITING: &[(&str, &str, &str, &str)] = &[("events.k8s.io", "events", "", "events")];
 
 /// Checks an object's types and drops unknown fields by decoding it into the kind's typed
 /// struct and encoding it again, as upstream's decode into Go structs does.
