@@ -183,6 +183,46 @@ impl EtcdBackend {
         }
     }
 
+    /// Reads back a key after a write whose outcome is unknown. Values the apiserver writes
+    /// are unique (they carry a uid and timestamps), so finding ours means it was applied.
+    async fn read_back(&self, key: &str, first: ec::Error, what: &str) -> Result<Option<KeyValue>> {
+        let deadline = Instant::now() + RETRY_FOR;
+        loop {
+            match self.range_one(key.as_bytes(), 0).await {
+                Ok((_, kv)) => return Ok(kv),
+                Err(e) if Instant::now() < deadline => {
+                    debug!(error = %e, what, "reading back after an interrupted write");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => return Err(self.map_err(first, what, 0).await),
+            }
+        }
+    }
+
+    /// A create interrupted in flight: applied if the key holds our value, else tried again.
+    async fn settle_create(&self, key: &str, value: Vec<u8>, lease: LeaseId, first: ec::Error) -> Result<Revision> {
+        match self.read_back(key, first, "create").await? {
+            Some(kv) if kv.value == value => Ok(kv.mod_revision),
+            Some(_) => Err(StoreError::KeyExists),
+            None => Backend::create(self, key, value, lease).await,
+        }
+    }
+
+    /// An update interrupted in flight: applied if the key holds our value at a newer
+    /// revision; tried again if it is still at `expected`; else a failed compare.
+    async fn settle_update(&self, key: &str, value: Vec<u8>, expected: Revision, lease: LeaseId, first: ec::Error) -> Result<CasOutcome> {
+        match self.read_back(key, first, "update").await? {
+            Some(kv) if kv.value == value && kv.mod_revision > expected => {
+                Ok(CasOutcome { revision: kv.mod_revision, current: Some(kv), succeeded: true })
+            }
+            Some(kv) if kv.mod_revision == expected => Backend::update(self, key, value, expected, lease).await,
+            current => {
+                let revision = current.as_ref().map(|kv| kv.mod_revision).unwrap_or_default();
+                Ok(CasOutcome { revision, current, succeeded: false })
+            }
+        }
+    }
+
     /// Maps an etcd error of a request made at `revision` to a [`StoreError`].
     async fn map_err(&self, e: ec::Error, what: &str, revision: Revision) -> StoreError {
         match classify(&e) {
@@ -325,9 +365,20 @@ fn retryable(e: &ec::Error, kind: Kind) -> bool {
     }
 }
 
+/// Whether a failed write may have been applied all the same: the connection broke while
+/// it was in flight (e.g. a member killed), so only reading the key back can tell.
+fn ambiguous(e: &ec::Error) -> bool {
+    match e {
+        ec::Error::TransportError(_) => true,
+        ec::Error::GRpcStatus(s) => matches!(s.code() as i32, tonic_code::UNKNOWN | tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED),
+        _ => false,
+    }
+}
+
 /// gRPC status codes (`tonic::Code` discriminants).
 mod tonic_code {
     pub const UNKNOWN: i32 = 2;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
     pub const UNAVAILABLE: i32 = 14;
 }
 
@@ -405,6 +456,7 @@ impl Backend for EtcdBackend {
         match result {
             Ok(resp) if resp.succeeded() => Ok(header_rev(resp.header())),
             Ok(_) => Err(StoreError::KeyExists),
+            Err(e) if ambiguous(&e) => self.settle_create(key, value, lease, e).await,
             Err(e) => match self.map_err(e, "create", 0).await {
                 StoreError::LeaseNotFound(_) => Err(StoreError::LeaseNotFound(lease)),
                 other => Err(other),
@@ -454,6 +506,7 @@ impl Backend for EtcdBackend {
                 current: txn_failure_kv(&resp),
                 succeeded: resp.succeeded(),
             }),
+            Err(e) if ambiguous(&e) => self.settle_update(key, value, expected, lease, e).await,
             Err(e) => match self.map_err(e, "update", 0).await {
                 StoreError::LeaseNotFound(_) => Err(StoreError::LeaseNotFound(lease)),
                 other => Err(other),
