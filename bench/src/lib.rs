@@ -168,3 +168,20 @@ pub fn merge(parts: Vec<Vec<Duration>>) -> Vec<Duration> {
     }
     all
 }
+
+/// Runs `f` once per client concurrently; returns the wall time and every latency.
+pub async fn run_workers<C, F, Fut>(clients: Vec<C>, f: F) -> anyhow::Result<Stat>
+where
+    F: Fn(usize, C) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Duration>>> + Send + 'static,
+{
+    let t0 = std::time::Instant::now();
+    let tasks: Vec<_> = clients.into_iter().enumerate().map(|(i, c)| tokio::spawn(f(i, c))).collect();
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await??);
+    }
+    let elapsed = t0.elapsed();
+    let lat = merge(parts);
+    Ok(Stat::new(lat.len() as u64, elapsed, lat))
+}

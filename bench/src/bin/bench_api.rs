@@ -17,7 +17,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use krust_bench::{fmt_lat, fmt_ops, fmt_ratio, merge, print_table, Rng, Stat};
+use krust_bench::{fmt_lat, fmt_ops, fmt_ratio, merge, print_table, run_workers, Rng, Stat};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -174,27 +174,6 @@ async fn ensure_ns(c: &mut Conn, t: &Target, ns: &str) -> Result<()> {
         String::from_utf8_lossy(&b)
     );
     Ok(())
-}
-
-/// Runs one task per connection; returns wall time and every latency.
-async fn run_workers<F, Fut>(conns: Vec<Conn>, f: F) -> Result<Stat>
-where
-    F: Fn(usize, Conn) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Duration>>> + Send + 'static,
-{
-    let t0 = Instant::now();
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| tokio::spawn(f(i, c)))
-        .collect();
-    let mut parts = Vec::new();
-    for t in tasks {
-        parts.push(t.await??);
-    }
-    let elapsed = t0.elapsed();
-    let lat = merge(parts);
-    Ok(Stat::new(lat.len() as u64, elapsed, lat))
 }
 
 async fn conns(t: &Target, n: usize) -> Result<Vec<Conn>> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
-use krust_bench::{fmt_lat, fmt_ops, fmt_ratio, merge, print_table, value, Rng, Stat};
+use krust_bench::{fmt_lat, fmt_ops, fmt_ratio, merge, print_table, run_workers, value, Rng, Stat};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "etcd v3 API benchmark: krust kine vs etcd, with a raw SQLite floor")]
@@ -151,27 +151,6 @@ async fn clients(ep: &str, n: usize) -> Result<Vec<Client>> {
         v.push(c);
     }
     Ok(v)
-}
-
-/// Runs `f` once per client concurrently; returns the wall time and every latency.
-async fn run_workers<F, Fut>(cs: Vec<Client>, f: F) -> Result<Stat>
-where
-    F: Fn(usize, Client) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Duration>>> + Send + 'static,
-{
-    let t0 = Instant::now();
-    let tasks: Vec<_> = cs
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| tokio::spawn(f(i, c)))
-        .collect();
-    let mut parts = Vec::new();
-    for t in tasks {
-        parts.push(t.await??);
-    }
-    let elapsed = t0.elapsed();
-    let lat = merge(parts);
-    Ok(Stat::new(lat.len() as u64, elapsed, lat))
 }
 
 async fn run_target(args: &Args, ep: &str) -> Result<Results> {
