@@ -309,7 +309,9 @@ spec:
 
 #[test]
 fn apply_is_idempotent_then_configures_changes() {
-    let server = TestServer::start();
+    // No controllers: the deployment controller's own writes (status, revision annotation)
+    // would move the resourceVersion this test compares across an unchanged apply.
+    let server = TestServer::start_with(&["--disable-controller-manager"]);
     let kinds = [
         "namespace/shop",
         "configmap/settings",
