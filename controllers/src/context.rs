@@ -17,6 +17,9 @@ pub struct Config {
     /// The cluster CA (PEM) that the root-CA publisher puts in every namespace's
     /// `kube-root-ca.crt` ConfigMap; `None` turns that controller into a no-op.
     pub root_ca_pem: Option<String>,
+    /// The pod network (`--cluster-cidr`) that node IPAM splits into per-node /24s;
+    /// `None` leaves nodes' pod CIDRs alone.
+    pub cluster_cidr: Option<String>,
     /// Leader election timing (upstream's `--leader-elect-*` flags).
     pub leader: crate::leader::Timing,
 }
@@ -29,6 +32,7 @@ impl Default for Config {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             default_toleration_seconds: 300,
             root_ca_pem: None,
+            cluster_cidr: None,
             leader: crate::leader::Timing::default(),
         }
     }

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
 pub mod podutil;
 pub mod replicaset;
 pub mod rootca;
@@ -35,6 +36,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("replicationcontroller", |ctx| Box::pin(replicaset::run_replication_controllers(ctx))),
     ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
     ("deployment", |ctx| Box::pin(deployment::run(ctx))),
+    ("nodeipam", |ctx| Box::pin(nodeipam::run(ctx))),
 ];
 
 /// Patch parameters naming a controller's field manager.

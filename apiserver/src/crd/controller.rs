@@ -70,7 +70,8 @@ pub async fn run(registry: Arc<Registry>, mut from: i64) {
                         _ => Ok(()),
                     };
                     if let Err(e) = outcome {
-                        tracing::warn!(crd = meta::name(&ev.object), error = %e, "reconciling CRD failed");
+                        tracing::warn!(crd = meta::name(&ev.object), error = %e, "reconciling CRD failed; retrying");
+                        tokio::spawn(retry(registry.clone(), meta::name(&ev.object).to_string()));
                     }
                 }
             }
@@ -80,6 +81,26 @@ pub async fn run(registry: Arc<Registry>, mut from: i64) {
         match register_existing(&registry).await {
             Ok(rev) => from = rev,
             Err(e) => tracing::warn!(error = %e, "listing CRDs failed"),
+        }
+    }
+}
+
+/// Reconciles one CRD again until it succeeds: a write can fail while the datastore is
+/// briefly unavailable (an etcd member lost), and no later event may come to retry it.
+async fn retry(registry: Arc<Registry>, name: String) {
+    let crds = crd_store(&registry);
+    let mut backoff = Duration::from_millis(100);
+    for _ in 0..12 {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        let outcome = match crds.get(None, &name).await {
+            Ok(crd) => reconcile(&registry, &crds, &crd).await,
+            Err(crate::error::ApiError::NotFound { .. }) => return,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(crd = %name, error = %e, "reconciling CRD failed again"),
         }
     }
 }
