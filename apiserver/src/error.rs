@@ -51,6 +51,9 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     Timeout(String),
+    /// A backend (a node's kubelet) cannot be reached.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// A refusal with its own code and reason (admission: a ValidatingAdmissionPolicy's
     /// `reason`, 422 Invalid by default), without details.
     #[error("{message}")]
@@ -91,6 +94,7 @@ impl ApiError {
             Invalid { .. } => 422,
             Internal(_) => 500,
             Timeout(_) => 504,
+            ServiceUnavailable(_) => 503,
             Refused { code, .. } => *code,
         }
     }
@@ -113,6 +117,7 @@ impl ApiError {
             Invalid { .. } => "Invalid",
             Internal(_) => "InternalError",
             Timeout(_) => "Timeout",
+            ServiceUnavailable(_) => "ServiceUnavailable",
             Refused { reason, .. } => reason,
         }
     }

@@ -37,6 +37,8 @@ use registry::{ReqCtx, Registry};
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Connects to kubelets for the streaming pod subresources (`None`: not configured).
+    pub kubelet: Option<Arc<handlers::proxy::KubeletDialer>>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
 }
@@ -63,6 +65,8 @@ pub struct Config {
     pub service_node_port_range: String,
     /// Where clients reach this server: the `kubernetes` Service's endpoint.
     pub advertise: kubernetes_service::Advertise,
+    /// Credentials for talking to kubelets (logs, exec, port-forward).
+    pub kubelet_tls: Option<handlers::proxy::KubeletTls>,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             service_cidr: "10.43.0.0/16".into(),
             service_node_port_range: "30000-32767".into(),
             advertise: kubernetes_service::Advertise { address: "127.0.0.1".into(), port: 6443 },
+            kubelet_tls: None,
         }
     }
 }
@@ -93,7 +98,8 @@ pub async fn app_with(backend: Arc<dyn Backend>, config: Config) -> anyhow::Resu
         tracing::warn!(error = %e, "creating the local APIServices failed");
     }
     tokio::spawn(autoregister::run(registry.clone()));
-    let state = AppState { registry, bookmark_interval: Duration::from_secs(10) };
+    let kubelet = config.kubelet_tls.as_ref().map(handlers::proxy::KubeletDialer::new).transpose()?.map(Arc::new);
+    let state = AppState { registry, kubelet, bookmark_interval: Duration::from_secs(10) };
     Ok(router(state))
 }
 

@@ -33,6 +33,7 @@ impl Harness {
         let _ = apiserver::app(backend.clone()).await.unwrap(); // bootstrap namespaces
         let state = AppState {
             registry: Arc::new(Registry::new(apiserver::kinds::all(), backend)),
+            kubelet: None,
             bookmark_interval: Duration::from_millis(100),
         };
         Harness { app: apiserver::router(state), _dir: dir }

@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane: API server over an embedded SQLite datastore.
     Server(ServerArgs),
+    /// Run a node that joins a server: registers the Node and runs its pods.
+    Agent(AgentArgs),
     /// Serve the embedded SQLite datastore over the etcd v3 gRPC API (plain HTTP/2), so that
     /// `etcdctl` and etcd clients can use it.
     Kine(KineArgs),
@@ -99,9 +101,16 @@ pub struct ServerArgs {
     #[arg(long, env = "KRUST_DATASTORE_KEYFILE", value_name = "FILE")]
     pub datastore_keyfile: Option<PathBuf>,
 
-    /// Do not run the node agent on this machine (there is no agent yet: accepted for k3s compatibility).
+    /// Do not run the node agent in this server (control plane only).
     #[arg(long)]
     pub disable_agent: bool,
+
+    /// IPv4 range pod IPs come from; every node gets a /24 of it (k3s's default).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
 
     /// Do not run the controller-manager (controllers and scheduler) in this server.
     #[arg(long)]
@@ -149,6 +158,68 @@ pub struct ServerArgs {
     /// loopback) at this address, e.g. 127.0.0.1:2379, for etcdctl and etcd clients.
     #[arg(long, value_name = "ADDR")]
     pub datastore_listen: Option<SocketAddr>,
+}
+
+/// How this machine runs as a node (server's own agent, or `krust agent`).
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Node name (default: the hostname).
+    #[arg(long, env = "KRUST_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Address to advertise for the node (default: the address this host uses to reach others).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+
+    /// Extra node labels, KEY=VALUE (repeatable).
+    #[arg(long = "node-label", value_name = "KEY=VALUE")]
+    pub node_labels: Vec<String>,
+
+    /// Cluster DNS address written into pods' resolv.conf (k3s's default).
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+
+    /// Cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Folder holding the CNI plugins (Debian's containernetworking-plugins).
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+
+    /// Bridge that pods attach to.
+    #[arg(long, default_value = "cni0")]
+    pub cni_bridge: String,
+
+    /// k3s-style registries.yaml: mirrors, plain-HTTP endpoints, credentials.
+    #[arg(long, default_value = "/etc/krust/registries.yaml")]
+    pub private_registry: PathBuf,
+
+    /// Port of the kubelet's HTTPS endpoint (logs, exec, port-forward).
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The server to join, e.g. https://10.0.0.1:6443.
+    #[arg(short = 's', long, env = "KRUST_URL")]
+    pub server: String,
+
+    /// The join token (the server keeps it in DATA_DIR/server/node-token).
+    #[arg(short = 't', long, env = "KRUST_TOKEN", hide_env_values = true, required_unless_present = "token_file")]
+    pub token: Option<String>,
+
+    /// A file holding the join token.
+    #[arg(long, env = "KRUST_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Folder to hold state (credentials, images, pods).
+    #[arg(short = 'd', long, env = "KRUST_DATA_DIR", default_value = "/var/lib/krust")]
+    pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// Parses a Unix file mode written in octal, as k3s's `--write-kubeconfig-mode 644`.

@@ -42,6 +42,11 @@ impl ServerPaths {
     pub fn token(&self) -> PathBuf {
         self.root.join("token")
     }
+
+    /// The full join token (`K10<CA hash>::server:<secret>`) for agents, as k3s's.
+    pub fn node_token(&self) -> PathBuf {
+        self.root.join("node-token")
+    }
 }
 
 /// Writes `contents` to `path` with `mode`, atomically: a reader never sees a half-written

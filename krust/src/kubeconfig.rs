@@ -59,6 +59,8 @@ mod tests {
             serving_key_pem: String::new(),
             admin_cert_pem: "CERT".into(),
             admin_key_pem: "KEY".into(),
+            kubelet_client_cert_pem: String::new(),
+            kubelet_client_key_pem: String::new(),
         };
         let text = render_admin("https://127.0.0.1:6443", &pki).unwrap();
         let v: serde_json::Value = serde_yaml::from_str(&text).unwrap();

@@ -4,8 +4,10 @@ mod cli;
 mod controller_manager;
 mod datastore;
 mod files;
+mod join;
 mod kine;
 mod kubeconfig;
+mod node;
 mod pki;
 mod serve;
 mod server;
@@ -26,9 +28,13 @@ async fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     init_tracing();
+    // Several TLS clients (kube, the registry client) share rustls; with more than one
+    // crypto backend linked in, the process-wide choice must be made explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Server(args) => server::run(args, started).await,
         Command::Kine(args) => kine::run(args, started).await,
+        Command::Agent(args) => node::run(args, started).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

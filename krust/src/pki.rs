@@ -47,6 +47,9 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// What the API server presents to kubelets (logs, exec, port-forward).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 /// One name a certificate is valid for, normalised so that sets of them compare.
@@ -97,6 +100,14 @@ pub fn ensure(tls_dir: &Path, serving_sans: &BTreeSet<San>) -> anyhow::Result<Pk
         usage: ExtendedKeyUsagePurpose::ClientAuth,
     }
     .ensure(tls_dir, &client_ca)?;
+    let kubelet_client = Leaf {
+        name: "client-kube-apiserver",
+        common_name: "kube-apiserver-kubelet-client",
+        organizations: &["system:masters"],
+        sans: &BTreeSet::new(),
+        usage: ExtendedKeyUsagePurpose::ClientAuth,
+    }
+    .ensure(tls_dir, &client_ca)?;
     Ok(Pki {
         server_ca_pem: server_ca.cert_pem,
         client_ca_pem: client_ca.cert_pem,
@@ -104,7 +115,23 @@ pub fn ensure(tls_dir: &Path, serving_sans: &BTreeSet<San>) -> anyhow::Result<Pk
         serving_key_pem: serving.1,
         admin_cert_pem: admin.0,
         admin_key_pem: admin.1,
+        kubelet_client_cert_pem: kubelet_client.0,
+        kubelet_client_key_pem: kubelet_client.1,
     })
+}
+
+/// Issues a client certificate signed by the client CA in `tls_dir` (for a joining node:
+/// `system:node:NAME` in `system:nodes`). Not stored: the caller hands it out.
+pub fn issue_client(tls_dir: &Path, common_name: &str, organizations: &[&str]) -> anyhow::Result<(String, String)> {
+    let ca = Ca::load_or_create(tls_dir, "client-ca")?;
+    Leaf { name: common_name, common_name, organizations, sans: &BTreeSet::new(), usage: ExtendedKeyUsagePurpose::ClientAuth }.issue(&ca)
+}
+
+/// Issues a serving certificate signed by the server CA (a node's kubelet endpoint, whose
+/// certificate the API server checks). Not stored.
+pub fn issue_serving(tls_dir: &Path, common_name: &str, sans: &BTreeSet<San>) -> anyhow::Result<(String, String)> {
+    let ca = Ca::load_or_create(tls_dir, "server-ca")?;
+    Leaf { name: common_name, common_name, organizations: &[], sans, usage: ExtendedKeyUsagePurpose::ServerAuth }.issue(&ca)
 }
 
 /// A certificate authority: its certificate, and an issuer to sign leaves with.

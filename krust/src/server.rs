@@ -14,7 +14,7 @@ use crate::cli::ServerArgs;
 use crate::datastore::{self, Endpoint};
 use crate::files::ServerPaths;
 use crate::pki::{self, San};
-use crate::{controller_manager, kine, kubeconfig, serve, token};
+use crate::{controller_manager, join, kine, kubeconfig, node, serve, token};
 
 /// Names every API server certificate covers, as k3s's: how clients on this machine and
 /// pods (through the `kubernetes` Service) reach it.
@@ -44,8 +44,7 @@ const KUBECONFIG_MODE: u32 = 0o600;
 pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     let paths = ServerPaths::new(&args.data_dir);
     tracing::info!(data_dir = %args.data_dir.display(), "starting krust server");
-    log_agent_choice(args.disable_agent);
-    token::ensure(&paths.token(), args.token.as_deref())?;
+    let secret = token::ensure(&paths.token(), args.token.as_deref())?;
 
     let pki = pki::ensure(&paths.tls(), &serving_sans(&args)).context("preparing certificates")?;
     let url = client_url(args.bind_address, args.https_listen_port);
@@ -70,10 +69,18 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             address: advertise_address(&args).to_string(),
             port: args.advertise_port.unwrap_or(args.https_listen_port),
         },
+        kubelet_tls: Some(apiserver::handlers::proxy::KubeletTls {
+            client_cert_pem: pki.kubelet_client_cert_pem.clone(),
+            client_key_pem: pki.kubelet_client_key_pem.clone(),
+            ca_pem: pki.server_ca_pem.clone(),
+        }),
     };
     let router = apiserver::app_with(backend, api_config)
         .await
-        .context("starting the API server")?;
+        .context("starting the API server")?
+        .merge(join::routes(paths.tls(), secret.clone(), pki.server_ca_pem.clone(), pki.client_ca_pem.clone()));
+    let join_token = agent::join::Token::full(&pki.server_ca_pem, &secret);
+    crate::files::write_atomic(&paths.node_token(), format!("{join_token}\n").as_bytes(), 0o600)?;
     let tls = serve::tls_config(&pki)?;
 
     // Registered before serving so a SIGTERM sent right after "ready" is not lost.
@@ -88,6 +95,12 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         started.elapsed().as_millis(),
         kubeconfig_path.display()
     );
+    tracing::info!(
+        "agents join with: krust agent --server https://{}:{} --token-file {} (or --token K10...)",
+        advertise_address(&args),
+        args.https_listen_port,
+        paths.node_token().display()
+    );
     let controllers = if args.disable_controller_manager {
         tracing::info!("--disable-controller-manager: not running controllers");
         None
@@ -95,11 +108,21 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         let config = controllers::Config {
             identity: controller_identity(),
             root_ca_pem: Some(pki.server_ca_pem.clone()),
+            cluster_cidr: Some(args.cluster_cidr.clone()),
             ..Default::default()
         };
         Some(controller_manager::spawn(&paths.admin_kubeconfig(), config).await?)
     };
+    let node_agent = if args.disable_agent {
+        tracing::info!("--disable-agent: running the control plane only");
+        None
+    } else {
+        Some(node::spawn_in_server(&args.node, &args.data_dir, &paths.tls(), &url, &pki).await?)
+    };
     serve::serve(listener, tls, router, stop).await?;
+    if let Some(a) = node_agent {
+        a.abort();
+    }
     if let Some(c) = controllers {
         c.abort();
     }
@@ -120,6 +143,11 @@ fn advertise_address(args: &ServerArgs) -> IpAddr {
     if !args.bind_address.is_unspecified() {
         return args.bind_address;
     }
+    outbound_address()
+}
+
+/// The address this host uses to reach other hosts (loopback when it has none).
+pub fn outbound_address() -> IpAddr {
     // A UDP "connect" sends nothing; it only asks the kernel which source address it would
     // use. The target is a documentation address (TEST-NET-1), never contacted.
     std::net::UdpSocket::bind("0.0.0.0:0")
@@ -140,16 +168,6 @@ fn rand_suffix() -> u32 {
     t.subsec_nanos() ^ std::process::id()
 }
 
-fn log_agent_choice(disable_agent: bool) {
-    if disable_agent {
-        tracing::info!("--disable-agent: running the control plane only");
-    } else {
-        tracing::info!(
-            "krust has no node agent yet: running the control plane only (pods will stay Pending)"
-        );
-    }
-}
-
 /// The names the serving certificate must cover: the defaults, this machine's hostname, the
 /// bind address when it is a specific one, and every `--tls-san`.
 fn serving_sans(args: &ServerArgs) -> BTreeSet<San> {
@@ -163,7 +181,7 @@ fn serving_sans(args: &ServerArgs) -> BTreeSet<San> {
 }
 
 /// This machine's hostname, when it is usable as a DNS name in a certificate.
-fn hostname() -> Option<String> {
+pub fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim().to_ascii_lowercase();
     let valid = !name.is_empty()
@@ -211,7 +229,7 @@ fn write_kubeconfigs(
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     Ok(async move {

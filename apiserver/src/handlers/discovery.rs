@@ -133,7 +133,15 @@ fn subresources(s: &GenericStore) -> Vec<(String, Vec<&'static str>)> {
         s.info()
             .subresources
             .iter()
-            .map(|sub| (sub.clone(), if sub == "binding" { vec!["create"] } else { vec!["get", "patch", "update"] }))
+            .map(|sub| {
+                let verbs = match sub.as_str() {
+                    "binding" => vec!["create"],
+                    "log" => vec!["get"],
+                    "exec" | "attach" | "portforward" => vec!["create", "get"],
+                    _ => vec!["get", "patch", "update"],
+                };
+                (sub.clone(), verbs)
+            })
             .collect();
     if s.info().plural == "namespaces" && s.info().group.is_empty() {
         subs.push(("finalize".into(), vec!["update"]));

@@ -4,4 +4,5 @@ pub mod discovery;
 pub mod health;
 pub mod negotiate;
 pub mod openapi;
+pub mod proxy;
 pub mod resources;

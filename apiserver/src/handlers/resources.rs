@@ -18,7 +18,7 @@ use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
 use crate::fieldvalidation;
 use crate::registry::apply as registry_apply;
-use crate::handlers::discovery;
+use crate::handlers::{discovery, proxy};
 use crate::handlers::negotiate::{self, Output};
 use crate::meta;
 use crate::patch;
@@ -81,6 +81,11 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         return discovery::resource_list(&st, &group, &version, req.headers());
     }
     let t = resolve(&st, &group, &version, &rest)?;
+    if let (Some(ns), Some(name), Some(sub)) = (&t.namespace, &t.name, &t.subresource) {
+        if group.is_empty() && t.store.info().plural == "pods" && proxy::POD_SUBRESOURCES.contains(&sub.as_str()) {
+            return proxy::pod_subresource(&st, ns, name, sub, req).await;
+        }
+    }
     let (parts, body) = req.into_parts();
     let query: HashMap<String, String> = parts
         .uri

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+/// Put among the extra flags to run the server's node agent (tests run the control plane
+/// only by default: an agent needs root, CNI and a registry).
+pub const WITH_AGENT: &str = "--with-agent";
+
 /// How long a server may take to answer `/readyz`; generous for a loaded 2-core CI machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -65,12 +69,15 @@ impl TestServer {
             .append(true)
             .open(&log)
             .expect("opening log");
+        let with_agent = extra_args.contains(&WITH_AGENT);
+        let extra_args: Vec<&str> = extra_args.iter().copied().filter(|a| *a != WITH_AGENT).collect();
         let child = Command::new(env!("CARGO_BIN_EXE_krust"))
-            .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
+            .args(["server", "--bind-address", "127.0.0.1"])
+            .args(if with_agent { None } else { Some("--disable-agent") })
             .args(["--https-listen-port", &port.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(extra_args)
+            .args(&extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

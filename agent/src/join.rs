@@ -1,0 +1,218 @@
+//! Joining a cluster (client side), as k3s agents do: the token names the cluster CA by
+//! its hash (`K10<sha256 of the CA bundle>::server:<secret>`), so the agent fetches
+//! `/cacerts` without trusting anything, checks the hash, then presents the secret over a
+//! verified connection to `POST /v1-krust/node-credentials` and receives a client
+//! certificate for `system:node:<name>`. The result is a kubeconfig kept in the agent's
+//! data dir and reused on later starts.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The join endpoint the server serves next to the Kubernetes API.
+pub const CREDENTIALS_PATH: &str = "/v1-krust/node-credentials";
+/// The cluster CA bundle, served without authentication (k3s's path).
+pub const CACERTS_PATH: &str = "/cacerts";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("invalid token: {0}")]
+    Token(String),
+    #[error("the server's CA does not match the token's hash (expected {expected}, got {actual}): wrong server or a man in the middle")]
+    CaMismatch { expected: String, actual: String },
+    #[error("{context}: {message}")]
+    Request { context: &'static str, message: String },
+    #[error("writing {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A parsed join token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// sha256 (hex) of the CA bundle the server serves at `/cacerts`, when the token carries it.
+    pub ca_hash: Option<String>,
+    pub secret: String,
+}
+
+impl Token {
+    /// Accepts the full form `K10<hash>::<user>:<secret>` or a bare secret.
+    pub fn parse(s: &str) -> Result<Token, JoinError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(JoinError::Token("empty".into()));
+        }
+        if let Some(rest) = s.strip_prefix("K10") {
+            let (hash, creds) = rest.split_once("::").ok_or_else(|| JoinError::Token("K10 token without '::'".into()))?;
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(JoinError::Token("the CA hash must be 64 hex digits".into()));
+            }
+            let secret = creds.split_once(':').map_or(creds, |(_, p)| p);
+            return Ok(Token { ca_hash: Some(hash.to_ascii_lowercase()), secret: secret.to_string() });
+        }
+        Ok(Token { ca_hash: None, secret: s.to_string() })
+    }
+
+    /// The full form for a CA bundle and a secret (what `krust server` prints).
+    pub fn full(ca_pem: &str, secret: &str) -> String {
+        format!("K10{}::server:{secret}", ca_hash(ca_pem))
+    }
+}
+
+pub fn ca_hash(ca_pem: &str) -> String {
+    Sha256::digest(ca_pem.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRequest {
+    pub node_name: String,
+    /// Addresses the kubelet's serving certificate must cover.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsResponse {
+    /// The CA that signed the API server's (and kubelets') serving certificates.
+    pub ca_cert: String,
+    pub client_cert: String,
+    pub client_key: String,
+    /// The CA of client certificates: the kubelet checks the API server's against it.
+    pub client_ca: String,
+    pub serving_cert: String,
+    pub serving_key: String,
+}
+
+/// Where the kubelet keeps its serving certificate and the client CA next to its kubeconfig.
+pub fn serving_files(kubeconfig: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = kubeconfig.parent().unwrap_or(Path::new("."));
+    (dir.join("serving-kubelet.crt"), dir.join("serving-kubelet.key"), dir.join("client-ca.crt"))
+}
+
+fn request_err(context: &'static str) -> impl FnOnce(kube::Error) -> JoinError {
+    move |e| JoinError::Request { context, message: e.to_string() }
+}
+
+fn client(server: &str, ca_pem: Option<&str>, bearer: Option<&str>) -> Result<kube::Client, JoinError> {
+    let url: http::Uri = server.parse().map_err(|e| JoinError::Request { context: "parsing the server URL", message: format!("{e}") })?;
+    let mut cfg = kube::Config::new(url);
+    match ca_pem {
+        Some(pem) => cfg.root_cert = Some(pem_certs(pem)),
+        // Only to fetch the CA, which is then checked against the token's hash.
+        None => cfg.accept_invalid_certs = true,
+    }
+    if let Some(b) = bearer {
+        let value = format!("Bearer {b}").parse().map_err(|_| JoinError::Token("the secret is not a valid header value".into()))?;
+        cfg.headers.push((AUTHORIZATION, value));
+    }
+    kube::Client::try_from(cfg).map_err(request_err("building an HTTP client"))
+}
+
+/// The DER certificates in a PEM bundle.
+fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut b64 = String::new();
+    let mut inside = false;
+    for line in pem.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE") {
+            inside = true;
+            b64.clear();
+        } else if line.starts_with("-----END CERTIFICATE") {
+            inside = false;
+            if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                out.push(der);
+            }
+        } else if inside {
+            b64.push_str(line.trim());
+        }
+    }
+    out
+}
+
+/// Obtains node credentials from `server` and writes a kubeconfig at `kubeconfig`
+/// (reused as is when it already exists). Returns its path.
+pub async fn ensure_kubeconfig(server: &str, token: &str, node_name: &str, addresses: &[String], kubeconfig: &Path) -> Result<PathBuf, JoinError> {
+    if kubeconfig.exists() {
+        return Ok(kubeconfig.to_path_buf());
+    }
+    let token = Token::parse(token)?;
+    let anonymous = client(server, None, None)?;
+    let req = http::Request::get(CACERTS_PATH).body(Vec::new()).expect("a static request");
+    let ca_pem = anonymous.request_text(req).await.map_err(request_err("fetching the cluster CA"))?;
+    match &token.ca_hash {
+        Some(expected) => {
+            let actual = ca_hash(&ca_pem);
+            if &actual != expected {
+                return Err(JoinError::CaMismatch { expected: expected.clone(), actual });
+            }
+        }
+        None => tracing::warn!("the token carries no CA hash: trusting the server's CA on first use (use the K10... token `krust server` prints)"),
+    }
+    let verified = client(server, Some(&ca_pem), Some(&token.secret))?;
+    let body = serde_json::to_vec(&CredentialsRequest { node_name: node_name.to_string(), addresses: addresses.to_vec() }).expect("serializable");
+    let req = http::Request::post(CREDENTIALS_PATH).header(CONTENT_TYPE, "application/json").body(body).expect("a static request");
+    let text = verified.request_text(req).await.map_err(request_err("asking the server for node credentials"))?;
+    let creds: CredentialsResponse = serde_json::from_str(&text).map_err(|e| JoinError::Request { context: "reading node credentials", message: e.to_string() })?;
+    write_kubeconfig(kubeconfig, server, &creds)?;
+    tracing::info!(node = node_name, path = %kubeconfig.display(), "joined the cluster: node credentials written");
+    Ok(kubeconfig.to_path_buf())
+}
+
+/// A kubeconfig for one user and one server, every certificate embedded.
+pub fn render_kubeconfig(server: &str, creds: &CredentialsResponse) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let v = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "default", "cluster": {"server": server, "certificate-authority-data": b64(&creds.ca_cert)}}],
+        "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+        "current-context": "default",
+        "users": [{"name": "default", "user": {"client-certificate-data": b64(&creds.client_cert), "client-key-data": b64(&creds.client_key)}}],
+    });
+    serde_json::to_string_pretty(&v).expect("serializable")
+}
+
+/// Writes the kubeconfig, then the kubelet's serving certificate, key and client CA
+/// beside it (the kubeconfig last: its presence means joining finished).
+pub fn write_kubeconfig(path: &Path, server: &str, creds: &CredentialsResponse) -> Result<(), JoinError> {
+    let (crt, key, ca) = serving_files(path);
+    write_private(&crt, creds.serving_cert.as_bytes())?;
+    write_private(&key, creds.serving_key.as_bytes())?;
+    write_private(&ca, creds.client_ca.as_bytes())?;
+    write_private(path, render_kubeconfig(server, creds).as_bytes())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), JoinError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| JoinError::Io { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        let hash = "a".repeat(64);
+        let t = Token::parse(&format!("K10{hash}::server:s3cret")).unwrap();
+        assert_eq!(t, Token { ca_hash: Some(hash.clone()), secret: "s3cret".into() });
+        assert_eq!(Token::parse("plain").unwrap(), Token { ca_hash: None, secret: "plain".into() });
+        assert!(Token::parse("K10abc::server:x").is_err());
+        assert!(Token::parse("  ").is_err());
+        let full = Token::full("PEM", "x");
+        assert_eq!(Token::parse(&full).unwrap().ca_hash.unwrap(), ca_hash("PEM"));
+    }
+}

@@ -1,0 +1,81 @@
+//! Running a node: `krust agent` (joins a server with a token) and the agent inside
+//! `krust server` (uses node credentials issued directly by the server's CA).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::cli::{AgentArgs, NodeArgs};
+
+/// The agent's settings from the node flags.
+pub fn agent_config(node: &NodeArgs, data_dir: &Path, control_plane: bool) -> anyhow::Result<agent::Config> {
+    let node_name = match &node.node_name {
+        Some(n) => n.clone(),
+        None => crate::server::hostname().context("the hostname is not a valid node name: pass --node-name")?,
+    };
+    let mut node_labels = Vec::new();
+    for l in &node.node_labels {
+        let (k, v) = l.split_once('=').with_context(|| format!("--node-label {l:?} is not KEY=VALUE"))?;
+        node_labels.push((k.to_string(), v.to_string()));
+    }
+    Ok(agent::Config {
+        node_name,
+        data_dir: data_dir.join("agent"),
+        node_ip: node.node_ip.unwrap_or_else(crate::server::outbound_address),
+        node_labels,
+        control_plane,
+        cluster_dns: Some(node.cluster_dns),
+        cluster_domain: node.cluster_domain.clone(),
+        cni_bin_dir: node.cni_bin_dir.clone(),
+        cni_bridge: node.cni_bridge.clone(),
+        registries: node.private_registry.clone(),
+        kubelet_port: node.kubelet_port,
+    })
+}
+
+pub async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.context("building the agent's client configuration")?;
+    kube::Client::try_from(cfg).context("building the agent's client")
+}
+
+/// `krust agent`: join, then run until SIGINT/SIGTERM.
+pub async fn run(args: AgentArgs, started: Instant) -> anyhow::Result<()> {
+    let config = agent_config(&args.node, &args.data_dir, false)?;
+    tracing::info!(node = %config.node_name, server = %args.server, "starting krust agent");
+    let kubeconfig = config.data_dir.join("kubelet.kubeconfig");
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading --token-file {}", f.display()))?.trim().to_string(),
+        (None, None) => anyhow::bail!("--token or --token-file is required"),
+    };
+    agent::join::ensure_kubeconfig(&args.server, &token, &config.node_name, &[config.node_ip.to_string()], &kubeconfig).await.context("joining the cluster")?;
+    let client = client_from(&kubeconfig).await?;
+    let running = agent::start(config, client).await.context("starting the agent")?;
+    tracing::info!("krust agent ready in {}ms", started.elapsed().as_millis());
+    crate::server::stop_signal().context("installing signal handlers")?.await;
+    running.abort();
+    tracing::info!("krust agent stopped");
+    Ok(())
+}
+
+/// The server's own agent: credentials signed here, written to DATA_DIR/agent.
+pub async fn spawn_in_server(node: &NodeArgs, data_dir: &Path, tls_dir: &Path, url: &str, pki: &crate::pki::Pki) -> anyhow::Result<tokio::task::JoinHandle<Option<agent::Agent>>> {
+    let config = agent_config(node, data_dir, true)?;
+    let kubeconfig: PathBuf = config.data_dir.join("kubelet.kubeconfig");
+    let addresses = [config.node_ip.to_string(), "127.0.0.1".to_string()];
+    let creds = crate::join::node_credentials(tls_dir, &config.node_name, &addresses, &pki.server_ca_pem, &pki.client_ca_pem)?;
+    agent::join::write_kubeconfig(&kubeconfig, url, &creds)?;
+    let client = client_from(&kubeconfig).await?;
+    Ok(tokio::spawn(async move {
+        match agent::start(config, client).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(error = %e, "the node agent failed to start");
+                None
+            }
+        }
+    }))
+}

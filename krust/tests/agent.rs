@@ -1,0 +1,226 @@
+//! The node agent end to end: a real `krust server` running its agent (libcontainer, CNI,
+//! images from a real registry on loopback), driven with stock kubectl only.
+//!
+//! Needs root, Debian's CNI plugins and the registry tools (scripts/setup.sh installs
+//! them); skips with a message where the machine lacks them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{free_port, TestServer, WITH_AGENT};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Why this machine cannot run pods, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !nix_is_root() {
+        return Some("not running as root".into());
+    }
+    for tool in ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback", "/usr/bin/docker-registry", "/usr/bin/umoci", "/usr/bin/skopeo", "/bin/busybox"] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} is missing (scripts/setup.sh installs it)"));
+        }
+    }
+    None
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A Debian `docker-registry` on loopback holding the busybox image; stopped on drop.
+struct Registry {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let script = repo().join("scripts/registry.sh");
+        for args in [vec!["start"], vec!["push-busybox"]] {
+            let out = Command::new("bash")
+                .arg(&script)
+                .args(&args)
+                .args(["--port", &port.to_string(), "--dir"])
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "registry.sh {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Registry { port, dir }
+    }
+
+    fn image(&self) -> String {
+        format!("127.0.0.1:{}/library/busybox:1.35", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/registry.sh"))
+            .args(["stop", "--port", &self.port.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// A server with its agent, on its own bridge and pod range so tests do not collide.
+fn server_with_agent(subnet: u8) -> TestServer {
+    let port = free_port();
+    let kubelet = free_port().to_string();
+    let cidr = format!("10.42.{subnet}.0/24");
+    let bridge = format!("krt{subnet}");
+    let node = format!("node-{subnet}");
+    TestServer::start_with(&[
+        WITH_AGENT,
+        "--node-name", &node,
+        "--node-ip", "127.0.0.1",
+        "--kubelet-port", &kubelet,
+        "--cluster-cidr", &cidr,
+        "--cni-bridge", &bridge,
+        "--cluster-dns", &format!("10.43.{}.10", port % 200),
+    ])
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<String>) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn jsonpath(s: &TestServer, pod: &str, path: &str) -> String {
+    let out = s.kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Every mount, netns file and cgroup a pod leaves must be gone once it is deleted.
+fn assert_nothing_left(s: &TestServer, uid: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leftovers: Vec<&str> = mounts.lines().filter(|l| l.contains(uid)).collect();
+    assert!(leftovers.is_empty(), "mounts left behind: {leftovers:#?}");
+    for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = entry.path().join("krust/pods").join(uid);
+        assert!(!p.exists(), "cgroup left behind: {}", p.display());
+    }
+    let pods_dir = s.data_dir().join("agent/pods").join(uid);
+    assert!(!pods_dir.exists(), "pod folder left behind: {}", pods_dir.display());
+}
+
+#[test]
+fn pods_run_log_restart_and_leave_nothing_behind() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let s = server_with_agent(201);
+    let image = registry.image();
+
+    // The server's own agent registers a Ready node.
+    wait_for("node Ready", Duration::from_secs(60), || {
+        let out = s.kubectl(&["get", "node", "node-201", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+            .map(|_| String::new())
+    });
+    let node = s.kubectl_ok(&["get", "node", "node-201", "-o", "json"]);
+    let node: serde_json::Value = serde_json::from_str(&node).unwrap();
+    assert_eq!(node["spec"]["podCIDR"], "10.42.201.0/24");
+    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("krust://"));
+    assert!(node["status"]["capacity"]["cpu"].as_str().is_some());
+
+    // A pod runs, gets an IP from the node's range, and its logs come back through the API.
+    s.kubectl_ok(&["run", "box", &format!("--image={image}"), "--restart=Never", "--", "sh", "-c", "echo hi from $(hostname); sleep 3600"]);
+    s.kubectl_ok(&["wait", "--for=condition=Ready", "pod/box", "--timeout=60s"]);
+    let ip = jsonpath(&s, "box", "{.status.podIP}");
+    assert!(ip.starts_with("10.42.201."), "pod IP {ip:?}");
+    let logs = wait_for("logs", Duration::from_secs(10), || {
+        let l = s.kubectl_ok(&["logs", "box"]);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(logs.trim(), "hi from box");
+
+    // Two containers share one IP (localhost) and an emptyDir.
+    let pair = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: pair}}
+spec:
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  containers:
+  - name: web
+    image: {image}
+    command: [sh, -c, "echo served > /www/index.html; httpd -f -p 8080 -h /www"]
+    volumeMounts: [{{name: shared, mountPath: /www}}]
+  - name: client
+    image: {image}
+    command: [sh, -c, "sleep 1; while ! wget -qO- http://127.0.0.1:8080/; do sleep 0.5; done; cat /shared/index.html; sleep 3600"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &pair);
+    s.kubectl_ok(&["wait", "--for=condition=Ready", "pod/pair", "--timeout=60s"]);
+    let client_logs = wait_for("client logs", Duration::from_secs(20), || {
+        let l = s.kubectl_ok(&["logs", "pair", "-c", "client"]);
+        (l.matches("served").count() >= 2).then_some(l)
+    });
+    assert_eq!(client_logs.trim(), "served\nserved");
+
+    // A crashing container restarts and backs off.
+    s.kubectl_ok(&["run", "crash", &format!("--image={image}"), "--", "sh", "-c", "echo crashing; exit 3"]);
+    wait_for("CrashLoopBackOff", Duration::from_secs(60), || {
+        let reason = jsonpath(&s, "crash", "{.status.containerStatuses[0].state.waiting.reason}");
+        let restarts: i64 = jsonpath(&s, "crash", "{.status.containerStatuses[0].restartCount}").parse().unwrap_or(0);
+        (reason == "CrashLoopBackOff" && restarts >= 1).then_some(reason)
+    });
+    assert_eq!(jsonpath(&s, "crash", "{.status.containerStatuses[0].lastState.terminated.exitCode}"), "3");
+    let previous = s.kubectl_ok(&["logs", "crash", "--previous"]);
+    assert_eq!(previous.trim(), "crashing");
+
+    // A failing liveness probe restarts the container.
+    let probe = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: liveness}}
+spec:
+  containers:
+  - name: c
+    image: {image}
+    command: [sh, -c, "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"]
+    livenessProbe:
+      exec: {{command: [cat, /tmp/healthy]}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &probe);
+    wait_for("a liveness restart", Duration::from_secs(60), || {
+        let restarts: i64 = jsonpath(&s, "liveness", "{.status.containerStatuses[0].restartCount}").parse().unwrap_or(0);
+        (restarts >= 1).then_some(String::new())
+    });
+
+    // Graceful deletion: the agent stops everything, cleans up and removes the objects.
+    let uids: Vec<String> = ["box", "pair", "crash", "liveness"].iter().map(|p| jsonpath(&s, p, "{.metadata.uid}")).collect();
+    s.kubectl_ok(&["delete", "pod", "box", "pair", "crash", "liveness", "--grace-period=2", "--timeout=60s"]);
+    let left = s.kubectl_ok(&["get", "pods", "-o", "name"]);
+    assert_eq!(left.trim(), "", "pods left: {left}");
+    for uid in &uids {
+        assert_nothing_left(&s, uid);
+    }
+}
