@@ -22,10 +22,24 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // Taken first so the "ready in" figure covers the whole start, as a person measures it.
     let started = Instant::now();
+    // The container runtime re-executes this binary, single-threaded, to create containers
+    // (libcontainer's clone must not run in a multi-threaded process): serve that first,
+    // before any thread exists.
+    agent::runtime::run_helper_if_requested();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("krust: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(started))
+}
+
+async fn run(started: Instant) -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     // Several TLS clients (kube, the registry client) share rustls; with more than one

@@ -74,6 +74,15 @@ impl Drop for Registry {
     }
 }
 
+/// Removes a test's CNI bridge when the test ends (CNI DEL leaves bridges in place).
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
 /// A server with its agent, on its own bridge and pod range so tests do not collide.
 fn server_with_agent(subnet: u8) -> TestServer {
     let port = free_port();
@@ -128,6 +137,7 @@ fn pods_run_log_restart_and_leave_nothing_behind() {
         return;
     }
     let registry = Registry::start();
+    let _bridge = Bridge("krt201".into());
     let s = server_with_agent(201);
     let image = registry.image();
 
@@ -223,4 +233,105 @@ spec:
     for uid in &uids {
         assert_nothing_left(&s, uid);
     }
+}
+
+/// A `krust agent` process; killed on drop.
+struct AgentProcess {
+    child: std::process::Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    fn start(server: &TestServer, token: &str, node: &str, subnet: u8) -> AgentProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_krust"))
+            .args(["agent", "--server", &server.url(), "--token", token, "--data-dir"])
+            .arg(dir.path())
+            .args(["--node-name", node, "--node-ip", "127.0.0.1", "--kubelet-port", &free_port().to_string()])
+            .args(["--cni-bridge", &format!("krt{subnet}")])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("agent.err")).unwrap())
+            .spawn()
+            .unwrap();
+        AgentProcess { child, log: dir.path().join("agent.err"), _dir: dir }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_second_agent_joins_with_the_token_and_runs_pods() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let _bridges = [Bridge("krt202".into()), Bridge("krt203".into())];
+    // Two /24s: one for the server's own node, one for the agent that joins.
+    let s = TestServer::start_with(&[
+        WITH_AGENT,
+        "--node-name", "node-202",
+        "--node-ip", "127.0.0.1",
+        "--kubelet-port", &free_port().to_string(),
+        "--cluster-cidr", "10.42.202.0/23",
+        "--cni-bridge", "krt202",
+    ]);
+    let token = std::fs::read_to_string(s.data_dir().join("server/node-token")).unwrap().trim().to_string();
+    assert!(token.starts_with("K10"), "{token}");
+
+    // A token naming another CA is refused before the secret is sent.
+    let wrong_ca = format!("K10{}::server:x", "0".repeat(64));
+    let mut bad = AgentProcess::start(&s, &wrong_ca, "node-bad", 204);
+    let status = bad.child.wait().unwrap();
+    assert!(!status.success());
+    assert!(bad.output().contains("does not match the token's hash"), "{}", bad.output());
+    // The right CA but a wrong secret: 401.
+    let wrong_secret = format!("{}::server:nope", token.split("::").next().unwrap());
+    let mut bad = AgentProcess::start(&s, &wrong_secret, "node-bad", 204);
+    assert!(!bad.child.wait().unwrap().success());
+    assert!(bad.output().contains("401") || bad.output().contains("invalid token"), "{}", bad.output());
+
+    let agent = AgentProcess::start(&s, &token, "node-203", 203);
+    wait_for("node-203 Ready", Duration::from_secs(60), || {
+        let out = s.kubectl(&["get", "node", "node-203", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}|{.spec.podCIDR}"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.starts_with("True|")).then_some(text)
+    });
+    assert_eq!(s.kubectl_ok(&["get", "node", "node-203", "-o", "jsonpath={.spec.podCIDR}"]), "10.42.203.0/24", "agent log:\n{}", agent.output());
+    let lease = s.kubectl_ok(&["get", "lease", "-n", "kube-node-lease", "node-203", "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert_eq!(lease, "node-203");
+
+    // A pod placed on the joined node runs there, and its logs come through its kubelet.
+    let overrides = r#"{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-203"}}}"#;
+    s.kubectl_ok(&["run", "far", &format!("--image={}", registry.image()), "--restart=Never", &format!("--overrides={overrides}"), "--", "sh", "-c", "echo on $(hostname); sleep 3600"]);
+    let out = s.kubectl(&["wait", "--for=condition=Ready", "pod/far", "--timeout=60s"]);
+    assert!(out.status.success(), "pod not ready: {}\n{}\n--- agent log ---\n{}", String::from_utf8_lossy(&out.stderr), s.kubectl_ok(&["get", "pod", "far", "-o", "yaml"]), agent.output());
+    assert_eq!(jsonpath(&s, "far", "{.spec.nodeName}"), "node-203");
+    assert!(jsonpath(&s, "far", "{.status.podIP}").starts_with("10.42.203."));
+    let logs = wait_for("logs", Duration::from_secs(10), || {
+        let l = s.kubectl_ok(&["logs", "far"]);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(logs.trim(), "on far");
+    let uid = jsonpath(&s, "far", "{.metadata.uid}");
+    s.kubectl_ok(&["delete", "pod", "far", "--grace-period=1", "--timeout=60s"]);
+    assert_nothing_left_on(&uid, &agent._dir.path().join("agent"));
+}
+
+fn assert_nothing_left_on(uid: &str, agent_dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leftovers: Vec<&str> = mounts.lines().filter(|l| l.contains(uid)).collect();
+    assert!(leftovers.is_empty(), "mounts left behind: {leftovers:#?}");
+    assert!(!agent_dir.join("pods").join(uid).exists());
 }

@@ -49,6 +49,8 @@ struct Record {
     startup: Option<ProbeState>,
     /// Set when the kubelet killed it (liveness failure), to report the reason.
     killed_for: Option<String>,
+    /// `imageID` reported by an earlier agent process for an adopted container.
+    image_id: Option<String>,
 }
 
 pub struct Worker {
@@ -106,8 +108,43 @@ impl Worker {
         }
     }
 
+    /// Takes over containers an earlier agent process started: the pod's status names each
+    /// instance (`containerID`) and its restart count, and the runtime still knows it. Without
+    /// this, a restarted agent would start every container again.
+    fn adopt(&mut self, pod: &Pod) {
+        let Some(status) = pod.status.as_ref() else { return };
+        let runtime = self.kubelet.runtime.clone();
+        if let Some(sandbox) = runtime.sandbox(&self.uid) {
+            self.sandbox = Some(sandbox);
+        }
+        let lists = [(true, status.init_container_statuses.iter().flatten()), (false, status.container_statuses.iter().flatten())];
+        for (init, statuses) in lists {
+            for cs in statuses {
+                let Some(id) = cs.container_id.as_deref().and_then(|c| c.strip_prefix("krust://")) else { continue };
+                if runtime.state(id).is_none() {
+                    continue;
+                }
+                let rec = self.record(&cs.name, init);
+                rec.id = Some(id.to_string());
+                rec.restart_count = cs.restart_count;
+                rec.started_instant = Some(Instant::now());
+                rec.ready = cs.ready;
+                rec.started = cs.started.unwrap_or(true);
+                rec.image_id = Some(cs.image_id.clone());
+                rec.last_terminated = cs.last_state.as_ref().and_then(|s| serde_json::to_value(s).ok()).filter(|v| v.get("terminated").is_some());
+                tracing::info!(pod = %full_name(pod), container = %cs.name, id, "adopted a running container");
+            }
+        }
+        if let Some(t) = &status.start_time {
+            self.start_time = t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        }
+    }
+
     /// Drives the pod until it is deleted. `None` in the channel: the object is gone.
     pub async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
+        if let Some(pod) = rx.borrow().clone() {
+            self.adopt(&pod);
+        }
         loop {
             let pod = rx.borrow_and_update().clone();
             match pod {
@@ -657,7 +694,7 @@ impl Worker {
         let mut v = json!({
             "name": c.name,
             "image": c.image.clone().unwrap_or_default(),
-            "imageID": rec.image.as_ref().map(|i| i.repo_digest.clone()).unwrap_or_default(),
+            "imageID": rec.image.as_ref().map(|i| i.repo_digest.clone()).or_else(|| rec.image_id.clone()).unwrap_or_default(),
             "restartCount": rec.restart_count,
             "ready": running && rec.ready && !init,
             "started": running && rec.started,

@@ -92,7 +92,10 @@ async fn exec_plugin(
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
-        .env("CNI_NETNS", netns.map(|p| p.as_os_str()).unwrap_or_default())
+        .env(
+            "CNI_NETNS",
+            netns.map(|p| p.as_os_str()).unwrap_or_default(),
+        )
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", &cfg.plugin_dir)
         .stdin(Stdio::piped())
@@ -100,7 +103,10 @@ async fn exec_plugin(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if std::env::var_os("PATH").is_none() {
-        cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
     }
     let mut child = cmd
         .spawn()
@@ -142,8 +148,12 @@ async fn exec_plugin(
         return Err(err(msg));
     }
     if command == "ADD" {
-        serde_json::from_slice(&out.stdout)
-            .map_err(|e| err(format!("unparsable result: {e}: {}", String::from_utf8_lossy(&out.stdout))))
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            err(format!(
+                "unparsable result: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ))
+        })
     } else {
         Ok(Value::Null)
     }
@@ -191,7 +201,17 @@ pub(crate) async fn add(
             config,
             result: None,
         });
-        match exec_plugin(cfg, "ADD", container_id, Some(netns), ifname, plugin, &input).await {
+        match exec_plugin(
+            cfg,
+            "ADD",
+            container_id,
+            Some(netns),
+            ifname,
+            plugin,
+            &input,
+        )
+        .await
+        {
             Ok(result) => {
                 if plugin != "loopback" {
                     prev = Some(result.clone());

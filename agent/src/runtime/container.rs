@@ -6,13 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{
-    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
-};
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{kill, Signal};
@@ -23,14 +17,15 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
+use super::helper::{self, HelperCommand, Request};
 use super::mounts::{remove_dir_unmounted, unmount_all};
 use super::{
     blocking, cgroups, check_id, logs, spec, ContainerSpec, ContainerState, IoContext, Runtime,
     RuntimeError, Sandbox,
 };
 
-/// libcontainer forks (clone3) from the calling thread; one at a time keeps the agent's own
-/// process-wide state (dumpable flag, fds in flight) simple. Creates take a few milliseconds.
+/// One libcontainer operation at a time: the helper's stray children are told apart by name
+/// only, and delete (in-process) must not race a create of the same id.
 static FORK_LOCK: Mutex<()> = Mutex::new(());
 
 /// Output of [`Runtime::exec_sync`].
@@ -45,88 +40,9 @@ pub struct ExecOutput {
 /// At most this much of each exec output stream is kept.
 const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
 
-/// Runs `f` with tracing disabled on this thread. libcontainer forks from this thread and the
-/// children inherit the thread-local dispatcher: without this, its tracing in the child would be
-/// written to the container's stderr (= its log) by a subscriber writing to fd 2, and could
-/// deadlock on a writer lock held by another thread at fork time.
+/// Runs `f` with tracing disabled on this thread (libcontainer's delete logs a lot at debug).
 fn quiet<T>(f: impl FnOnce() -> T) -> T {
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
-}
-
-fn lc_err(context: impl Into<String>) -> impl FnOnce(libcontainer::error::LibcontainerError) -> RuntimeError {
-    let context = context.into();
-    move |source| RuntimeError::Libcontainer { context, source }
-}
-
-/// The workload executor run in the container's init process (a clone of an agent thread).
-///
-/// libcontainer's `DefaultExecutor` rewrites the process environment with `std::env::set_var`
-/// /`remove_var` and then `execvp`s. In a multi-threaded agent that deadlocks now and then: the
-/// child is cloned while another thread holds std's environment lock (e.g. `Command::spawn`
-/// holds it across its fork), and the copy in the child is never released. This executor
-/// leaves the process environment alone and `execve`s with the spec's env, resolving argv[0]
-/// against the spec's PATH.
-#[derive(Clone)]
-struct KrustExecutor;
-
-impl KrustExecutor {
-    fn resolve(name: &str, path_var: &str) -> Option<std::ffi::CString> {
-        use std::os::unix::fs::PermissionsExt;
-        let candidates: Vec<PathBuf> = if name.contains('/') {
-            vec![PathBuf::from(name)]
-        } else {
-            path_var
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| Path::new(d).join(name))
-                .collect()
-        };
-        candidates
-            .into_iter()
-            .find(|p| {
-                p.metadata()
-                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                    .unwrap_or(false)
-            })
-            .and_then(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).ok())
-    }
-}
-
-impl Executor for KrustExecutor {
-    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
-        let process = spec.process().as_ref().ok_or(ExecutorError::InvalidArg)?;
-        let args = process.args().as_ref().ok_or(ExecutorError::InvalidArg)?;
-        let first = args.first().ok_or(ExecutorError::InvalidArg)?;
-        // later duplicates win, as with libcontainer's env map
-        let mut env: Vec<&str> = Vec::new();
-        for e in process.env().as_deref().unwrap_or_default() {
-            let key = e.split('=').next().unwrap_or("");
-            env.retain(|x| x.split('=').next() != Some(key));
-            env.push(e);
-        }
-        let path_var = env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let exe = Self::resolve(first, path_var)
-            .ok_or_else(|| ExecutorError::Other(format!("executable {first:?} not found in PATH")))?;
-        let cstr = |s: &str| std::ffi::CString::new(s).map_err(|_| ExecutorError::InvalidArg);
-        let argv = args.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
-        let envp = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
-        let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
-        Err(ExecutorError::Other(format!("execve {first:?}: {err}")))
-    }
-
-    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
-    }
-
-    fn setup_envs(
-        &self,
-        _envs: std::collections::HashMap<String, String>,
-    ) -> Result<(), ExecutorSetEnvsError> {
-        Ok(())
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,7 +94,10 @@ impl Entry {
         let file = self.dir.join("record.json");
         let tmp = self.dir.join("record.json.tmp");
         let data = serde_json::to_vec_pretty(rec).expect("json");
-        if std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &file)).is_err() {
+        if std::fs::write(&tmp, data)
+            .and_then(|_| std::fs::rename(&tmp, &file))
+            .is_err()
+        {
             tracing::debug!(id = %self.id, "could not persist the container record");
         }
     }
@@ -306,7 +225,9 @@ fn reaper(entry: Arc<Entry>, pid: i32, logs_done: std::sync::mpsc::Receiver<()>)
     }
     let reason = if exit_code == 0 {
         "Completed"
-    } else if signal == Some(Signal::SIGKILL as i32) && cgroups::oom_killed(&entry.pod_id, &entry.id) {
+    } else if signal == Some(Signal::SIGKILL as i32)
+        && cgroups::oom_killed(&entry.pod_id, &entry.id)
+    {
         "OOMKilled"
     } else {
         "Error"
@@ -332,38 +253,6 @@ fn watch_foreign(entry: Arc<Entry>, pid: i32, start: Option<u64>) {
         });
 }
 
-/// After a failed create or exec, libcontainer may leave its intermediate/init processes
-/// (named `youki:[1:INTER]`, `youki:[2:INIT]`; a successful init has exec'd and is named after
-/// its program) as unreaped children of the agent. Called under FORK_LOCK, so no other create is
-/// in flight; reaps exactly those pids.
-fn reap_stray_children() {
-    let me = std::process::id().to_string();
-    for _ in 0..100 {
-        let mut pending = 0;
-        let Ok(rd) = std::fs::read_dir("/proc") else { return };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-            let comm = &stat[open + 1..close];
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            if fields.get(1) != Some(&me.as_str()) || !comm.starts_with("youki:[") {
-                continue;
-            }
-            if fields.first() == Some(&"Z") {
-                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-            } else {
-                pending += 1;
-            }
-        }
-        if pending == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 struct Started {
     pid: i32,
     pid_start: Option<u64>,
@@ -382,10 +271,14 @@ fn mount_rootfs(spec: &ContainerSpec, dir: &Path) -> Result<PathBuf, RuntimeErro
     for l in spec.layers.iter().rev() {
         let s = l.to_string_lossy();
         if !l.is_absolute() || s.contains(':') || s.contains(',') {
-            return Err(RuntimeError::InvalidSpec(format!("unusable layer path {s:?}")));
+            return Err(RuntimeError::InvalidSpec(format!(
+                "unusable layer path {s:?}"
+            )));
         }
         if !l.is_dir() {
-            return Err(RuntimeError::InvalidSpec(format!("layer {s} is not a directory")));
+            return Err(RuntimeError::InvalidSpec(format!(
+                "layer {s} is not a directory"
+            )));
         }
         lower.push(s.into_owned());
     }
@@ -402,11 +295,17 @@ fn mount_rootfs(spec: &ContainerSpec, dir: &Path) -> Result<PathBuf, RuntimeErro
         MsFlags::empty(),
         Some(opts.as_str()),
     )
-    .ctx(|| format!("mounting the overlay rootfs on {} ({opts})", rootfs.display()))?;
+    .ctx(|| {
+        format!(
+            "mounting the overlay rootfs on {} ({opts})",
+            rootfs.display()
+        )
+    })?;
     Ok(rootfs)
 }
 
 fn create_and_start(
+    helper_cmd: &HelperCommand,
     lc_root: &Path,
     dir: &Path,
     sandbox: &Sandbox,
@@ -422,41 +321,41 @@ fn create_and_start(
     }
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
-    let devnull = std::fs::File::open("/dev/null").ctx(|| "opening /dev/null".to_string())?;
-
-    let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut container = quiet(|| {
-        ContainerBuilder::new(spec.id.clone(), SyscallType::default())
-            .with_executor(KrustExecutor)
-            .with_root_path(lc_root)?
-            .with_stdin(OwnedFd::from(devnull))
-            .with_stdout(out_w)
-            .with_stderr(err_w)
-            .validate_id()?
-            .as_init(dir)
-            .with_systemd(false)
-            .with_detach(false)
-            .build()
-    })
-    .map_err(|e| {
-        reap_stray_children();
-        lc_err(format!("creating container {}", spec.id))(e)
-    })?;
-    if let Err(e) = quiet(|| container.start()) {
-        let _ = quiet(|| container.delete(true));
-        reap_stray_children();
-        return Err(lc_err(format!("starting container {}", spec.id))(e));
+    let req = Request::Create {
+        id: spec.id.clone(),
+        lc_root: lc_root.to_path_buf(),
+        bundle: dir.to_path_buf(),
+        stdout: proc_fd(&out_w),
+        stderr: proc_fd(&err_w),
+    };
+    let pid = {
+        let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        helper::call(helper_cmd, &req)
     }
-    let pid = container
-        .pid()
-        .ok_or_else(|| RuntimeError::Other(format!("container {} has no pid", spec.id)))?
-        .as_raw();
+    .map_err(|e| match e {
+        RuntimeError::Other(m) => {
+            RuntimeError::Other(format!("creating container {}: {m}", spec.id))
+        }
+        e => e,
+    })?;
+    // the write ends now live in the container only: EOF when it exits
+    drop((out_w, err_w));
     Ok(Started {
         pid,
         pid_start: pid_start_time(pid),
         stdout: out_r,
         stderr: err_r,
     })
+}
+
+/// The path under which the helper opens one of our fds.
+fn proc_fd(fd: &OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ))
 }
 
 /// libcontainer delete (kills what is left, removes its cgroups and state), unmounts the rootfs
@@ -602,14 +501,15 @@ impl Runtime {
 
         let t0 = Instant::now();
         let started = {
-            let (lc_root, dir, sandbox, spec) = (
+            let (helper_cmd, lc_root, dir, sandbox, spec) = (
+                self.helper.clone(),
                 self.libcontainer_dir(),
                 dir.clone(),
                 sandbox.clone(),
                 spec.clone(),
             );
             blocking(move || {
-                let r = create_and_start(&lc_root, &dir, &sandbox, &spec);
+                let r = create_and_start(&helper_cmd, &lc_root, &dir, &sandbox, &spec);
                 if r.is_err() {
                     if let Err(e) = destroy(&lc_root, &dir, &spec.id) {
                         tracing::warn!(id = %spec.id, error = %e, "cleaning up a failed container");
@@ -633,9 +533,16 @@ impl Runtime {
         for (fd, stream) in [(started.stdout, "stdout"), (started.stderr, "stderr")] {
             match pipe::Receiver::from_owned_fd(fd) {
                 Ok(rx) => {
-                    tokio::spawn(logs::copy(rx, stream, spec.log_path.clone(), done_tx.clone()));
+                    tokio::spawn(logs::copy(
+                        rx,
+                        stream,
+                        spec.log_path.clone(),
+                        done_tx.clone(),
+                    ));
                 }
-                Err(e) => tracing::warn!(id = %spec.id, error = %e, "cannot read the container's {stream}"),
+                Err(e) => {
+                    tracing::warn!(id = %spec.id, error = %e, "cannot read the container's {stream}")
+                }
             }
         }
         drop(done_tx);
@@ -674,10 +581,13 @@ impl Runtime {
         }
         entry.signal(Signal::SIGKILL);
         let after = Duration::from_secs(10);
-        entry.wait_stopped(after).await.ok_or(RuntimeError::Timeout {
-            what: format!("stopping container {container_id}"),
-            after,
-        })
+        entry
+            .wait_stopped(after)
+            .await
+            .ok_or(RuntimeError::Timeout {
+                what: format!("stopping container {container_id}"),
+                after,
+            })
     }
 
     /// Removes a container: kills it if it still runs, libcontainer delete, unmounts the rootfs,
@@ -730,35 +640,27 @@ impl Runtime {
         let lc_root = self.libcontainer_dir();
         let id = container_id.to_string();
         let args = argv.to_vec();
+        let helper_cmd = self.helper.clone();
         let (pid, out_r, err_r) = blocking(move || {
             let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
             let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
-            let devnull =
-                std::fs::File::open("/dev/null").ctx(|| "opening /dev/null".to_string())?;
-            let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            let pid = quiet(|| {
-                let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
-                    .with_executor(KrustExecutor)
-                    .with_root_path(&lc_root)?
-                    .with_stdin(OwnedFd::from(devnull))
-                    .with_stdout(out_w)
-                    .with_stderr(err_w)
-                    .as_tenant()
-                    .with_container_args(args)
-                    .with_user(Some(rec.uid))
-                    .with_group(Some(rec.gid))
-                    .with_cwd(Some(PathBuf::from(&rec.cwd)))
-                    .with_detach(false);
-                if !rec.additional_gids.is_empty() {
-                    b = b.with_additional_gids(rec.additional_gids.clone());
-                }
-                b.build()
-            })
-            .map_err(|e| {
-                reap_stray_children();
-                lc_err(format!("exec in container {id}"))(e)
-            })?;
-            Ok((pid.as_raw(), out_r, err_r))
+            let req = Request::Exec {
+                id: id.clone(),
+                lc_root,
+                args,
+                uid: rec.uid,
+                gid: rec.gid,
+                additional_gids: rec.additional_gids.clone(),
+                cwd: rec.cwd.clone(),
+                stdout: proc_fd(&out_w),
+                stderr: proc_fd(&err_w),
+            };
+            let pid = {
+                let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+                helper::call(&helper_cmd, &req)?
+            };
+            drop((out_w, err_w));
+            Ok((pid, out_r, err_r))
         })
         .await?;
         let out_rx = pipe::Receiver::from_owned_fd(out_r).ctx(|| "exec stdout".to_string())?;
@@ -777,8 +679,14 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Other(format!("exec waiter: {e}")))?;
             // Output of processes the command left running in the background is not waited for.
             let grace = Duration::from_millis(500);
-            let out = tokio::time::timeout(grace, stdout).await.ok().and_then(|r| r.ok());
-            let err = tokio::time::timeout(grace, stderr).await.ok().and_then(|r| r.ok());
+            let out = tokio::time::timeout(grace, stdout)
+                .await
+                .ok()
+                .and_then(|r| r.ok());
+            let err = tokio::time::timeout(grace, stderr)
+                .await
+                .ok()
+                .and_then(|r| r.ok());
             Ok::<_, RuntimeError>(ExecOutput {
                 exit_code: code,
                 stdout: out.unwrap_or_default(),

@@ -62,7 +62,11 @@ pub(crate) async fn copy(
     path: PathBuf,
     done: std::sync::mpsc::Sender<()>,
 ) {
-    let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    let mut file = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
         Ok(f) => Some(f),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot open the container log");
@@ -116,7 +120,10 @@ mod tests {
     fn full_and_partial_lines() {
         let mut buf = b"hello\nwor".to_vec();
         let out = drain_lines("stdout", &mut buf, false);
-        assert_eq!(parse(&out), vec![("stdout".into(), "F".into(), "hello".into())]);
+        assert_eq!(
+            parse(&out),
+            vec![("stdout".into(), "F".into(), "hello".into())]
+        );
         assert_eq!(buf, b"wor");
         buf.extend_from_slice(b"ld\r\nend");
         let out = drain_lines("stdout", &mut buf, true);

@@ -1,5 +1,10 @@
 //! The node agent's container runtime: pod sandboxes, CNI networking and containers run
-//! in-process through youki's `libcontainer` (no shim, no pause process).
+//! through youki's `libcontainer` (no shim, no pause process).
+//!
+//! **The binary must call [`run_helper_if_requested`] first thing in `main()`**: container
+//! create/start and exec run in a short-lived single-threaded re-exec of the agent binary (the
+//! "helper", see `helper.rs` for why); the container processes are still children of the agent.
+//! [`Runtime::with_helper`] points elsewhere (tests use their own binary).
 //!
 //! Layout under `root` (e.g. `DATA_DIR/agent/containers`):
 //!
@@ -18,7 +23,7 @@
 //! Cgroups: every container gets `linux.cgroupsPath = /krust/pods/<pod id>/<container id>`;
 //! `remove_sandbox` removes `/krust/pods/<pod id>` in every mounted hierarchy.
 //!
-//! The container init process is a child of the agent; a reaper thread per container
+//! The container init process is a child of the agent (libcontainer `as_sibling`); a reaper thread per container
 //! `waitpid`s it and records the exit. Its stdout/stderr are pipes copied by tokio tasks into the
 //! CRI log file. Limitations: `tty` and `stdin` of [`ContainerSpec`] are ignored (stdin is
 //! /dev/null); after an agent restart, containers that are still running keep running but their
@@ -27,6 +32,7 @@
 mod cgroups;
 mod cni;
 mod container;
+mod helper;
 mod logs;
 mod mounts;
 mod sandbox;
@@ -42,6 +48,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use container::ExecOutput;
+pub use helper::{run_helper_if_requested, HelperCommand, HELPER_ENV};
 
 /// How pods are attached to the node's network (CNI bridge + host-local IPAM).
 #[derive(Clone, Debug)]
@@ -274,6 +281,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub struct Runtime {
     root: PathBuf,
     cni: CniConfig,
+    helper: HelperCommand,
     containers: Mutex<HashMap<String, Arc<container::Entry>>>,
     /// One lock per pod id, so concurrent `run_sandbox`/`remove_sandbox` calls of one pod serialize.
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -299,11 +307,19 @@ impl Runtime {
         let rt = Runtime {
             root,
             cni,
+            helper: HelperCommand::default(),
             containers: Mutex::new(HashMap::new()),
             pod_locks: Mutex::new(HashMap::new()),
         };
         rt.load_containers();
         Ok(rt)
+    }
+
+    /// Sets how the runtime helper is started (default: `/proc/self/exe`, whose `main` must
+    /// call [`run_helper_if_requested`] first thing). See the `helper` module.
+    pub fn with_helper(mut self, helper: HelperCommand) -> Self {
+        self.helper = helper;
+        self
     }
 
     pub fn root(&self) -> &std::path::Path {
@@ -363,7 +379,9 @@ pub(crate) fn check_id(kind: &str, id: &str) -> Result<(), RuntimeError> {
     if ok {
         Ok(())
     } else {
-        Err(RuntimeError::InvalidSpec(format!("invalid {kind} id {id:?}")))
+        Err(RuntimeError::InvalidSpec(format!(
+            "invalid {kind} id {id:?}"
+        )))
     }
 }
 

@@ -48,8 +48,7 @@ fn create_namespaces(
         .spawn(move || -> Result<(), RuntimeError> {
             unshare(flags).ctx(|| "unshare(net/ipc/uts)".to_string())?;
             if set_hostname {
-                nix::unistd::sethostname(&hostname)
-                    .ctx(|| format!("sethostname({hostname})"))?;
+                nix::unistd::sethostname(&hostname).ctx(|| format!("sethostname({hostname})"))?;
             }
             for (ns, target) in &targets {
                 let src = format!("/proc/thread-self/ns/{ns}");
@@ -157,7 +156,11 @@ impl Runtime {
         }
     }
 
-    async fn setup_sandbox(&self, spec: &SandboxSpec, sb: &mut Sandbox) -> Result<(), RuntimeError> {
+    async fn setup_sandbox(
+        &self,
+        spec: &SandboxSpec,
+        sb: &mut Sandbox,
+    ) -> Result<(), RuntimeError> {
         let local = {
             let spec = spec.clone();
             let sb = sb.clone();
@@ -197,10 +200,11 @@ impl Runtime {
         blocking(local).await?;
 
         if let Some(netns) = &sb.netns {
-            let (state, ip) = match cni::add(&self.cni, &sb.pod_id, netns, &spec.port_mappings).await {
-                Ok(r) => r,
-                Err(e) => return Err(e),
-            };
+            let (state, ip) =
+                match cni::add(&self.cni, &sb.pod_id, netns, &spec.port_mappings).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(e),
+                };
             let data = serde_json::to_vec_pretty(&state).expect("json");
             std::fs::write(sb.dir.join(CNI_FILE), data)
                 .ctx(|| format!("writing {}", sb.dir.join(CNI_FILE).display()))?;

@@ -160,7 +160,9 @@ pub(crate) fn build(
     rootfs: &Path,
 ) -> Result<oci_spec::runtime::Spec, RuntimeError> {
     if spec.args.is_empty() {
-        return Err(RuntimeError::InvalidSpec("no command (args is empty)".into()));
+        return Err(RuntimeError::InvalidSpec(
+            "no command (args is empty)".into(),
+        ));
     }
     let caps = capabilities(spec)?;
     let sys_ro = !spec.privileged;
@@ -173,8 +175,16 @@ pub(crate) fn build(
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if sys_ro { vec!["nosuid", "noexec", "nodev", "ro"] } else { vec!["nosuid", "noexec", "nodev"] }}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": if sys_ro { vec!["nosuid", "noexec", "nodev", "relatime", "ro"] } else { vec!["nosuid", "noexec", "nodev", "relatime"] }}),
         bind(&sandbox.hosts_file(), "/etc/hosts", spec.readonly_rootfs),
-        bind(&sandbox.hostname_file(), "/etc/hostname", spec.readonly_rootfs),
-        bind(&sandbox.resolv_conf_file(), "/etc/resolv.conf", spec.readonly_rootfs),
+        bind(
+            &sandbox.hostname_file(),
+            "/etc/hostname",
+            spec.readonly_rootfs,
+        ),
+        bind(
+            &sandbox.resolv_conf_file(),
+            "/etc/resolv.conf",
+            spec.readonly_rootfs,
+        ),
     ];
     for m in &spec.mounts {
         if !m.destination.starts_with('/') {
