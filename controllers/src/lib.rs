@@ -13,6 +13,7 @@ pub mod gc;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod podutil;
 pub mod replicaset;
 pub mod rootca;
@@ -37,6 +38,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
     ("deployment", |ctx| Box::pin(deployment::run(ctx))),
     ("nodeipam", |ctx| Box::pin(nodeipam::run(ctx))),
+    ("nodelifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
 ];
 
 /// Patch parameters naming a controller's field manager.

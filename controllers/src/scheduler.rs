@@ -51,7 +51,7 @@ pub enum Error {
     StatusUpdateFailed(String, #[source] kube::Error),
 }
 
-fn spawn_reflector<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
+pub(crate) fn spawn_reflector<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -279,7 +279,7 @@ fn node_ready(node: &Node) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
-fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
+pub(crate) fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
     if tol.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
         return false;
     }

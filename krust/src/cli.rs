@@ -109,6 +109,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
 
+    /// How long a node may go without reporting before it is marked NotReady (Ready=Unknown)
+    /// and tainted unreachable (upstream's flag; e.g. 40s, 2m).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+
     #[command(flatten)]
     pub node: NodeArgs,
 
@@ -222,6 +227,21 @@ pub struct AgentArgs {
     pub node: NodeArgs,
 }
 
+/// Parses a Go-style duration of one unit (`40s`, `2m`, `500ms`, `1h`); a bare number is seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 40s or 2m"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// Parses a Unix file mode written in octal, as k3s's `--write-kubeconfig-mode 644`.
 fn parse_octal_mode(s: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
@@ -235,6 +255,16 @@ fn parse_octal_mode(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("40s"), Ok(std::time::Duration::from_secs(40)));
+        assert_eq!(parse_duration("2m"), Ok(std::time::Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(std::time::Duration::from_secs(7)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
 
     #[test]
     fn octal_modes_parse_like_chmod() {

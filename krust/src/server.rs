@@ -109,6 +109,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             identity: controller_identity(),
             root_ca_pem: Some(pki.server_ca_pem.clone()),
             cluster_cidr: Some(args.cluster_cidr.clone()),
+            node_monitor_grace_period: args.node_monitor_grace_period,
             ..Default::default()
         };
         Some(controller_manager::spawn(&paths.admin_kubeconfig(), config).await?)

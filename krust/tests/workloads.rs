@@ -297,3 +297,41 @@ fn deployment_rolls_out_updates_and_rolls_back() {
     let cond = jsonpath(&server, &["get", "deploy", "stuck"], r#"{.status.conditions[?(@.type=="Progressing")].status}/{.status.conditions[?(@.type=="Progressing")].reason}"#);
     assert_eq!(cond, "False/ProgressDeadlineExceeded");
 }
+
+/// A node that stops reporting turns Ready=Unknown and is tainted unreachable; its pods are
+/// evicted once their toleration runs out and the Deployment recreates them on the other node.
+#[test]
+fn dead_node_is_tainted_and_its_pods_move() {
+    let server = TestServer::start_with(&["--node-monitor-grace-period", "3s"]);
+    let sim = two_nodes(&server);
+    // A short unreachable toleration instead of the 300 s default that admission adds.
+    let deploy = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: mover}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: mover}}
+  template:
+    metadata: {labels: {app: mover}}
+    spec:
+      nodeSelector: {disk: ssd}
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      containers: [{name: c, image: nginx}]
+"#;
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], deploy);
+    assert!(poll(WAIT, || running_pods(&server, "app=mover").iter().filter(|(_, n)| n == "node-a").count() == 2), "timed out: 2 pods Running on node-a");
+    // Let node-b take the pods once node-a is gone.
+    server.kubectl_ok(&["label", "node", "node-b", "disk=ssd"]);
+    sim.kill_node("node-a");
+    assert!(poll(WAIT, || jsonpath(&server, &["get", "node", "node-a"], r#"{.status.conditions[?(@.type=="Ready")].status}"#) == "Unknown"), "timed out: node-a Ready=Unknown");
+    assert!(
+        poll(WAIT, || jsonpath(&server, &["get", "node", "node-a"], "{.spec.taints[*].key}").contains("node.kubernetes.io/unreachable")),
+        "node-a never got the unreachable taint"
+    );
+    assert!(poll(WAIT, || running_pods(&server, "app=mover").iter().filter(|(_, n)| n == "node-b").count() == 2), "timed out: 2 pods Running on node-b");
+    // The evicted pods were marked for deletion (their kubelet is gone, so they stay Terminating).
+    let terminating = jsonpath(&server, &["get", "pods", "-l", "app=mover"], "{.items[?(@.metadata.deletionTimestamp)].spec.nodeName}");
+    assert_eq!(terminating.split_whitespace().collect::<Vec<_>>(), ["node-a", "node-a"]);
+}

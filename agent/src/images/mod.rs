@@ -218,6 +218,9 @@ fn image_size(m: &OciImageManifest) -> u64 {
 impl ImageStore {
     /// Opens (creating if needed) the store at `root`, reading what an earlier agent left.
     pub fn open(root: PathBuf, registries: RegistriesConfig) -> Result<Self, ImageError> {
+        // The registry client uses the process-wide rustls provider (ring, as kube's);
+        // installing it is a no-op when the program already did.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(root.join("layers/sha256")).map_err(io_err(format!(
             "creating {}",
             root.join("layers/sha256").display()

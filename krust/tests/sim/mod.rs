@@ -49,7 +49,28 @@ impl SimNode {
 /// The fake kubelet of a set of simulated nodes; stops on drop.
 pub struct Sim {
     stop: Arc<AtomicBool>,
+    /// Nodes whose kubelet has "died": no heartbeats, no pod updates.
+    dead: Arc<std::sync::Mutex<Vec<String>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Posts a fresh Ready heartbeat for each node, as a kubelet's status updates do.
+async fn heartbeat(client: &kube::Client, names: &[String]) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let now = chrono_now();
+    for name in names {
+        let Ok(node) = nodes.get(name).await else { continue };
+        let mut conditions: Vec<serde_json::Value> = node.status.and_then(|s| s.conditions).unwrap_or_default().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
+        for c in conditions.iter_mut().filter(|c| c["type"] == "Ready") {
+            c["lastHeartbeatTime"] = json!(now);
+            if c["status"] != "True" {
+                c["status"] = json!("True");
+                c["reason"] = json!("KubeletReady");
+                c["lastTransitionTime"] = json!(now);
+            }
+        }
+        let _ = nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": conditions}}))).await;
+    }
 }
 
 async fn client(kubeconfig: &Path) -> kube::Client {
@@ -136,6 +157,8 @@ impl Sim {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let kubeconfig = kubeconfig.to_path_buf();
         let stop2 = stop.clone();
+        let dead = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let dead2 = dead.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -144,16 +167,28 @@ impl Sim {
                     register(&client, n).await;
                 }
                 ready_tx.send(()).unwrap();
-                let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+                let all: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
                 let mut ips = BTreeMap::new();
+                let mut pass = 0u64;
                 while !stop2.load(Ordering::Relaxed) {
+                    let dead = dead2.lock().unwrap().clone();
+                    let names: Vec<String> = all.iter().filter(|n| !dead.contains(n)).cloned().collect();
                     kubelet_pass(&client, &names, &mut ips).await;
+                    if pass % 20 == 0 {
+                        heartbeat(&client, &names).await;
+                    }
+                    pass += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             });
         });
         ready_rx.recv_timeout(Duration::from_secs(30)).expect("simulated nodes registered");
-        Sim { stop, thread: Some(thread) }
+        Sim { stop, dead, thread: Some(thread) }
+    }
+
+    /// Stops the node's fake kubelet: no more heartbeats or pod updates, as if its agent died.
+    pub fn kill_node(&self, name: &str) {
+        self.dead.lock().unwrap().push(name.to_string());
     }
 }
 
