@@ -624,7 +624,9 @@ impl Req {
         }
         let opts = self.delete_options(&body)?;
         let d = self.store().delete(&self.ctx, self.name(), &opts).await?;
-        if d.gone {
+        let info = self.store().info();
+        let returns_object = RETURN_DELETED_OBJECT.contains(&(info.group.as_str(), info.plural.as_str()));
+        if d.gone && !returns_object {
             self.respond(StatusCode::OK, &success_status(self.store(), &d.object), &[])
         } else {
             self.respond(StatusCode::OK, &d.object, &[])
@@ -677,6 +679,11 @@ fn propagation(p: Option<&str>) -> ApiResult<Option<Propagation>> {
         }),
     }
 }
+
+/// Kinds whose immediate deletion answers with the deleted object rather than a Status, as
+/// upstream's stores with `ReturnDeletedObject` (clients such as the Python one decode the
+/// answer of `delete_namespaced_pod` as a Pod).
+const RETURN_DELETED_OBJECT: &[(&str, &str)] = &[("", "pods"), ("", "services")];
 
 /// The `Status` upstream returns for an object deleted at once.
 fn success_status(store: &GenericStore, obj: &Value) -> Value {
