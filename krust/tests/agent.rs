@@ -239,23 +239,41 @@ spec:
 struct AgentProcess {
     child: std::process::Child,
     log: PathBuf,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl AgentProcess {
     fn start(server: &TestServer, token: &str, node: &str, subnet: u8) -> AgentProcess {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_krust"))
-            .args(["agent", "--server", &server.url(), "--token", token, "--data-dir"])
-            .arg(dir.path())
-            .args(["--node-name", node, "--node-ip", "127.0.0.1", "--kubelet-port", &free_port().to_string()])
-            .args(["--cni-bridge", &format!("krt{subnet}")])
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("agent.err")).unwrap())
-            .spawn()
-            .unwrap();
-        AgentProcess { child, log: dir.path().join("agent.err"), _dir: dir }
+        let args: Vec<String> = [
+            "agent", "--server", &server.url(), "--token", token, "--data-dir", &dir.path().display().to_string(),
+            "--node-name", node, "--node-ip", "127.0.0.1", "--kubelet-port", &free_port().to_string(),
+            "--cni-bridge", &format!("krt{subnet}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = dir.path().join("agent.err");
+        let child = Self::spawn(&args, &log);
+        AgentProcess { child, log, args, _dir: dir }
+    }
+
+    fn spawn(args: &[String], log: &Path) -> std::process::Child {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_krust")).args(args).stdout(std::process::Stdio::null()).stderr(err).spawn().unwrap()
+    }
+
+    /// SIGKILLs the agent, as a crashed node's kubelet (its containers keep running).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the agent again on the same data dir and settings.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.args, &self.log);
     }
 
     fn output(&self) -> String {
@@ -281,6 +299,7 @@ fn a_second_agent_joins_with_the_token_and_runs_pods() {
     // Two /24s: one for the server's own node, one for the agent that joins.
     let s = TestServer::start_with(&[
         WITH_AGENT,
+        "--node-monitor-grace-period", "4s",
         "--node-name", "node-202",
         "--node-ip", "127.0.0.1",
         "--kubelet-port", &free_port().to_string(),
@@ -302,7 +321,7 @@ fn a_second_agent_joins_with_the_token_and_runs_pods() {
     assert!(!bad.child.wait().unwrap().success());
     assert!(bad.output().contains("401") || bad.output().contains("invalid token"), "{}", bad.output());
 
-    let agent = AgentProcess::start(&s, &token, "node-203", 203);
+    let mut agent = AgentProcess::start(&s, &token, "node-203", 203);
     wait_for("node-203 Ready", Duration::from_secs(60), || {
         let out = s.kubectl(&["get", "node", "node-203", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}|{.spec.podCIDR}"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -327,6 +346,51 @@ fn a_second_agent_joins_with_the_token_and_runs_pods() {
     let uid = jsonpath(&s, "far", "{.metadata.uid}");
     s.kubectl_ok(&["delete", "pod", "far", "--grace-period=1", "--timeout=60s"]);
     assert_nothing_left_on(&uid, &agent._dir.path().join("agent"));
+
+    // The agent dies: its node turns NotReady and a Deployment's pod comes back on the other node.
+    s.kubectl_ok(&["label", "node", "node-203", "pool=b"]);
+    let deploy = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: mover}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: mover}}}}
+  template:
+    metadata: {{labels: {{app: mover}}}}
+    spec:
+      nodeSelector: {{pool: b}}
+      terminationGracePeriodSeconds: 1
+      tolerations: [{{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}}]
+      containers: [{{name: c, image: "{}", command: [sleep, "3600"]}}]
+"#,
+        registry.image()
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &deploy);
+    s.kubectl_ok(&["rollout", "status", "deployment/mover", "--timeout=60s"]);
+    let first = s.kubectl_ok(&["get", "pods", "-l", "app=mover", "-o", "jsonpath={.items[0].metadata.name} {.items[0].spec.nodeName} {.items[0].metadata.uid}"]);
+    let parts: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!(parts[1], "node-203");
+    s.kubectl_ok(&["label", "node", "node-202", "pool=b"]);
+    agent.kill();
+    wait_for("node-203 NotReady", Duration::from_secs(60), || {
+        let out = s.kubectl(&["get", "node", "node-203", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        (String::from_utf8_lossy(&out.stdout) == "Unknown").then(String::new)
+    });
+    wait_for("the pod to come back on node-202", Duration::from_secs(90), || {
+        let out = s.kubectl(&["get", "pods", "-l", "app=mover", "-o", r#"jsonpath={range .items[?(@.status.phase=="Running")]}{.spec.nodeName}{" "}{.metadata.deletionTimestamp}{"\n"}{end}"#]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().any(|l| l.trim() == "node-202").then_some(text)
+    });
+    // The agent comes back: it finds its evicted pod being deleted, stops it and removes it.
+    agent.restart();
+    wait_for("the evicted pod to be removed", Duration::from_secs(90), || {
+        let out = s.kubectl(&["get", "pod", parts[0], "-o", "name"]);
+        (!out.status.success()).then(String::new)
+    });
+    assert_nothing_left_on(parts[2], &agent._dir.path().join("agent"));
+    s.kubectl_ok(&["delete", "deployment", "mover", "--timeout=60s"]);
 }
 
 fn assert_nothing_left_on(uid: &str, agent_dir: &Path) {
