@@ -128,8 +128,10 @@ pub async fn start(config: Config, client: kube::Client) -> Result<Agent, AgentE
     let images_fn: Arc<dyn Fn() -> serde_json::Value + Send + Sync> = Arc::new(move || {
         serde_json::Value::Array(list.list().into_iter().map(|i| serde_json::json!({"names": i.names, "sizeBytes": i.size_bytes})).collect())
     });
+    let memory_total = info.memory_bytes;
     tasks.push(tokio::spawn(node::report_status(client.clone(), config.clone(), info, images_fn)));
     tasks.push(tokio::spawn(kubelet.clone().run()));
+    tasks.push(tokio::spawn(kubelet::stats::run(kubelet.clone(), node::now_rfc3339(), memory_total)));
     tasks.push(start_endpoint(&config, kubelet.clone()).await?);
     tracing::info!(node = %config.node_name, "agent ready");
     Ok(Agent { kubelet, tasks })

@@ -182,9 +182,9 @@ async fn local_apiservices_follow_the_registry() {
     assert!(gone, "v1.example.com outlived its CRD");
 
     // a user's APIService naming a service is stored, marked unavailable
-    let remote = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1beta1.metrics.k8s.io"},
-        "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
-                 "insecureSkipTLSVerify": true, "service": {"namespace": "kube-system", "name": "metrics-server"}}});
+    let remote = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1beta2.custom.metrics.k8s.io"},
+        "spec": {"group": "custom.metrics.k8s.io", "version": "v1beta2", "groupPriorityMinimum": 100, "versionPriority": 100,
+                 "insecureSkipTLSVerify": true, "service": {"namespace": "kube-system", "name": "custom-metrics"}}});
     let (s, out) = h.call("POST", "/apis/apiregistration.k8s.io/v1/apiservices", Some(remote)).await;
     assert_eq!(s, StatusCode::CREATED, "{out}");
 }

@@ -164,6 +164,22 @@ fn pods_run_log_restart_and_leave_nothing_behind() {
     });
     assert_eq!(logs.trim(), "hi from box");
 
+    // Usage from the kubelet's cgroup sampling, through metrics.k8s.io: kubectl top.
+    let top = wait_for("kubectl top pod", Duration::from_secs(30), || {
+        let out = s.kubectl(&["top", "pod", "box", "--no-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && text.starts_with("box")).then_some(text)
+    });
+    assert!(top.contains('m') && top.contains("Mi"), "{top}");
+    let top = s.kubectl_ok(&["top", "node", "--no-headers"]);
+    assert!(top.starts_with("node-201") && top.contains('%'), "{top}");
+    let pm = s.kubectl_ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/box"]);
+    let pm: serde_json::Value = serde_json::from_str(&pm).unwrap();
+    assert_eq!(pm["kind"], "PodMetrics");
+    assert_eq!(pm["containers"][0]["name"], "box");
+    let missing = s.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope"]);
+    assert!(!missing.status.success());
+
     // Two containers share one IP (localhost) and an emptyDir.
     let pair = format!(
         r#"

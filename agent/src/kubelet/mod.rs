@@ -6,6 +6,8 @@
 pub mod probes;
 pub mod server;
 pub mod spec;
+pub mod stats;
+pub mod stream;
 pub mod volumes;
 pub mod worker;
 
@@ -30,6 +32,8 @@ pub struct Kubelet {
     pub config: Arc<Config>,
     pub runtime: Arc<Runtime>,
     pub images: Arc<ImageStore>,
+    /// Pods running here and their latest resource usage.
+    pub stats: stats::Stats,
     recorder: Recorder,
 }
 
@@ -37,7 +41,7 @@ impl Kubelet {
     pub fn new(client: kube::Client, config: Arc<Config>, runtime: Arc<Runtime>, images: Arc<ImageStore>) -> Self {
         let reporter = Reporter { controller: "kubelet".into(), instance: Some(config.node_name.clone()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Kubelet { client, config, runtime, images, recorder }
+        Kubelet { client, config, runtime, images, stats: stats::Stats::default(), recorder }
     }
 
     pub fn pod_dir(&self, uid: &str) -> PathBuf {

@@ -1,6 +1,7 @@
-//! The kubelet's HTTPS endpoint (port 10250): the API server forwards `pods/log` (and,
-//! later, exec, attach and port-forward) here. Clients must present a certificate signed
-//! by the cluster's client CA, as upstream's kubelet with `--client-ca-file`.
+//! The kubelet's HTTPS endpoint (port 10250): the API server forwards `pods/log`, `pods/exec`,
+//! `pods/attach` and `pods/portforward` here (the streaming ones: see [`stream`]). Clients must
+//! present a certificate signed by the cluster's client CA, as upstream's kubelet with
+//! `--client-ca-file`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -18,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 
+use crate::kubelet::stream;
 use crate::kubelet::worker::instance_id;
 use crate::kubelet::Kubelet;
 use crate::runtime::ContainerState;
@@ -61,6 +63,10 @@ pub async fn serve(kubelet: Arc<Kubelet>, listener: TcpListener, tls: ServingTls
     let router = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .route("/stats/summary", get(|State(k): State<Arc<Kubelet>>| async move { axum::Json(k.stats.summary()) }))
+        .route("/exec/{namespace}/{pod}/{container}", any(stream::exec))
+        .route("/attach/{namespace}/{pod}/{container}", any(stream::attach))
+        .route("/portForward/{namespace}/{pod}", any(stream::port_forward))
         .with_state(kubelet);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -110,7 +116,7 @@ fn truthy(v: &Option<String>) -> bool {
 }
 
 /// The pod's log folder: `<namespace>_<pod>_<uid>` (the newest, if several).
-fn pod_log_dir(logs: &Path, namespace: &str, pod: &str) -> Option<(PathBuf, String)> {
+pub(crate) fn pod_log_dir(logs: &Path, namespace: &str, pod: &str) -> Option<(PathBuf, String)> {
     let prefix = format!("{namespace}_{pod}_");
     std::fs::read_dir(logs)
         .ok()?
@@ -126,7 +132,7 @@ fn pod_log_dir(logs: &Path, namespace: &str, pod: &str) -> Option<(PathBuf, Stri
 }
 
 /// Instances (restart numbers) with a log file, ascending.
-fn instances(dir: &Path) -> Vec<i32> {
+pub(crate) fn instances(dir: &Path) -> Vec<i32> {
     let mut v: Vec<i32> = std::fs::read_dir(dir)
         .map(|d| d.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log")?.parse().ok()).collect())
         .unwrap_or_default();

@@ -639,6 +639,7 @@ impl Worker {
             tracing::warn!(uid = %self.uid, error = %e, "removing the sandbox failed");
         }
         self.sandbox = None;
+        self.kubelet.stats.pods.lock().expect("stats lock").remove(&self.uid);
         volumes::clean_up(&self.kubelet.pod_dir(&self.uid));
         self.kubelet.remove_logs(&self.uid);
     }
@@ -658,8 +659,26 @@ impl Worker {
         }
     }
 
+    /// Tells the stats sampler which containers of this pod run now.
+    fn publish_entry(&self, pod: &Pod) {
+        let runtime = &self.kubelet.runtime;
+        let containers: Vec<(String, String)> = self
+            .main
+            .iter()
+            .filter_map(|(name, r)| r.id.clone().filter(|id| matches!(runtime.state(id), Some(ContainerState::Running { .. }))).map(|id| (name.clone(), id)))
+            .collect();
+        let entry = crate::kubelet::stats::PodEntry {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            start_time: self.start_time.clone(),
+            containers,
+        };
+        self.kubelet.stats.pods.lock().expect("stats lock").insert(self.uid.clone(), entry);
+    }
+
     /// Patches `status` when it changed.
     async fn report(&mut self, pod: &Pod) {
+        self.publish_entry(pod);
         let status = self.status(pod);
         if self.last_status.as_ref() == Some(&status) {
             return;

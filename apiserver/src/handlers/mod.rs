@@ -2,6 +2,7 @@
 
 pub mod discovery;
 pub mod health;
+pub mod metrics;
 pub mod negotiate;
 pub mod openapi;
 pub mod proxy;

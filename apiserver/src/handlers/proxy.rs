@@ -67,7 +67,7 @@ impl KubeletDialer {
     }
 
     /// Sends `req` to the kubelet at `ip:port` over a fresh HTTP/1.1 connection.
-    async fn send(&self, ip: IpAddr, port: u16, req: Request) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
+    pub(crate) async fn send(&self, ip: IpAddr, port: u16, req: Request) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
         let unreachable = |e: String| ApiError::ServiceUnavailable(format!("error dialing backend: {e}"));
         let tcp = TcpStream::connect((ip, port)).await.map_err(|e| unreachable(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
@@ -122,7 +122,7 @@ fn query_without_container(q: Option<&str>) -> (Option<String>, String) {
 }
 
 /// Where the node's kubelet listens: its InternalIP (else first address) and endpoint port.
-fn kubelet_address(node: &Value) -> Option<(IpAddr, u16)> {
+pub(crate) fn kubelet_address(node: &Value) -> Option<(IpAddr, u16)> {
     let addrs = node["status"]["addresses"].as_array()?;
     let ip = addrs
         .iter()

@@ -18,7 +18,7 @@ use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
 use crate::fieldvalidation;
 use crate::registry::apply as registry_apply;
-use crate::handlers::{discovery, proxy};
+use crate::handlers::{discovery, metrics, proxy};
 use crate::handlers::negotiate::{self, Output};
 use crate::meta;
 use crate::patch;
@@ -85,6 +85,13 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         if group.is_empty() && t.store.info().plural == "pods" && proxy::POD_SUBRESOURCES.contains(&sub.as_str()) {
             return proxy::pod_subresource(&st, ns, name, sub, req).await;
         }
+    }
+    if group == metrics::GROUP {
+        if req.method() != Method::GET {
+            return Err(ApiError::MethodNotAllowed(format!("the server does not allow this method on the requested resource ({})", req.method())));
+        }
+        let query: HashMap<String, String> = req.uri().query().map(serde_urlencoded_pairs).unwrap_or_default();
+        return metrics::serve(&st, &t.store.info().plural, t.namespace.as_deref(), t.name.as_deref(), &query).await;
     }
     let (parts, body) = req.into_parts();
     let query: HashMap<String, String> = parts

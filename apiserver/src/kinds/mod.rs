@@ -196,6 +196,10 @@ pub fn all() -> Vec<Kind> {
         typed::<api::flowcontrol::v1::FlowSchema>(flowcontrol::FlowSchemaStrategy, &[], &[], STATUS),
         typed::<api::flowcontrol::v1::PriorityLevelConfiguration>(flowcontrol::PriorityLevelConfigurationStrategy, &[], &[], STATUS),
     ]
+    .into_iter()
+    // metrics.k8s.io: read from kubelets on request, never stored.
+    .chain(crate::handlers::metrics::kinds())
+    .collect()
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ fn stores(group: &str, version: &str) -> Vec<Arc<GenericStore>> {
 
 #[test]
 fn every_builtin_kind_has_a_definition() {
-    for k in crate::kinds::all() {
+    // Kinds that bring their own schema (metrics.k8s.io) need no built-in definition.
+    for k in crate::kinds::all().into_iter().filter(|k| k.strategy.openapi_schema().is_none()) {
         let i = &k.info;
         assert!(builtin_name(&i.group, &i.version, &i.kind).is_some(), "{}/{} {}", i.group, i.version, i.kind);
         // Virtual kinds (the reviews) have no list.
