@@ -37,6 +37,7 @@ mod logs;
 mod mounts;
 mod sandbox;
 mod spec;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
