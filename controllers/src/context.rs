@@ -20,6 +20,9 @@ pub struct Config {
     /// The pod network (`--cluster-cidr`) that node IPAM splits into per-node /24s;
     /// `None` leaves nodes' pod CIDRs alone.
     pub cluster_cidr: Option<String>,
+    /// How often HorizontalPodAutoscalers are evaluated
+    /// (`--horizontal-pod-autoscaler-sync-period`, 15 s upstream).
+    pub hpa_sync_period: std::time::Duration,
     /// Leader election timing (upstream's `--leader-elect-*` flags).
     pub leader: crate::leader::Timing,
 }
@@ -33,6 +36,7 @@ impl Default for Config {
             default_toleration_seconds: 300,
             root_ca_pem: None,
             cluster_cidr: None,
+            hpa_sync_period: std::time::Duration::from_secs(15),
             leader: crate::leader::Timing::default(),
         }
     }

@@ -10,6 +10,7 @@ pub mod context;
 pub mod deployment;
 pub mod discovery;
 pub mod gc;
+pub mod hpa;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
@@ -39,6 +40,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("deployment", |ctx| Box::pin(deployment::run(ctx))),
     ("nodeipam", |ctx| Box::pin(nodeipam::run(ctx))),
     ("nodelifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
+    ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
 ];
 
 /// Patch parameters naming a controller's field manager.

@@ -114,6 +114,10 @@ pub struct ServerArgs {
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
 
+    /// How often HorizontalPodAutoscalers are evaluated (upstream's flag).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+
     #[command(flatten)]
     pub node: NodeArgs,
 

@@ -110,6 +110,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             root_ca_pem: Some(pki.server_ca_pem.clone()),
             cluster_cidr: Some(args.cluster_cidr.clone()),
             node_monitor_grace_period: args.node_monitor_grace_period,
+            hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
             ..Default::default()
         };
         Some(controller_manager::spawn(&paths.admin_kubeconfig(), config).await?)

@@ -415,3 +415,72 @@ fn assert_nothing_left_on(uid: &str, agent_dir: &Path) {
     assert!(leftovers.is_empty(), "mounts left behind: {leftovers:#?}");
     assert!(!agent_dir.join("pods").join(uid).exists());
 }
+
+/// An HPA scales a CPU-burning Deployment up from the kubelets' usage (through
+/// metrics.k8s.io), then down when its target is raised.
+#[test]
+fn hpa_scales_on_cpu_usage() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let _bridge = Bridge("krt207".into());
+    let s = TestServer::start_with(&[
+        WITH_AGENT,
+        "--horizontal-pod-autoscaler-sync-period", "2s",
+        "--node-name", "node-207",
+        "--node-ip", "127.0.0.1",
+        "--kubelet-port", &free_port().to_string(),
+        "--cluster-cidr", "10.42.207.0/24",
+        "--cni-bridge", "krt207",
+    ]);
+    // Each pod burns what its limit allows (0.1 core) against a request of 50m: 200%.
+    let manifest = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: burner}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: burner}}}}
+  template:
+    metadata: {{labels: {{app: burner}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: "{}"
+        command: [sh, -c, "while :; do :; done"]
+        resources: {{requests: {{cpu: 50m}}, limits: {{cpu: 100m}}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: burner}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: burner}}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics: [{{type: Resource, resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 50}}}}}}]
+  behavior: {{scaleDown: {{stabilizationWindowSeconds: 0}}}}
+"#,
+        registry.image()
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest);
+    wait_for("scale up to 3", Duration::from_secs(120), || {
+        let r = s.kubectl_ok(&["get", "deployment", "burner", "-o", "jsonpath={.spec.replicas}"]);
+        (r == "3").then_some(r)
+    });
+    let status = s.kubectl_ok(&["get", "hpa", "burner", "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"].as_i64().unwrap() > 50, "{status}");
+    let limited = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ScalingLimited").unwrap().clone();
+    assert_eq!(limited["reason"], "TooManyReplicas", "{status}");
+    // A target far above the usage brings it back to the minimum.
+    s.kubectl_ok(&["patch", "hpa", "burner", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/metrics/0/resource/target/averageUtilization","value":5000}]"#]);
+    wait_for("scale down to 1", Duration::from_secs(120), || {
+        let r = s.kubectl_ok(&["get", "deployment", "burner", "-o", "jsonpath={.spec.replicas}"]);
+        (r == "1").then_some(r)
+    });
+    s.kubectl_ok(&["delete", "deployment", "burner", "--timeout=60s"]);
+}
