@@ -26,7 +26,7 @@ use super::{
 
 /// One libcontainer operation at a time: the helper's stray children are told apart by name
 /// only, and delete (in-process) must not race a create of the same id.
-static FORK_LOCK: Mutex<()> = Mutex::new(());
+pub(super) static FORK_LOCK: Mutex<()> = Mutex::new(());
 
 /// Output of [`Runtime::exec_sync`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,14 +46,14 @@ fn quiet<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Record {
+pub(super) struct Record {
     id: String,
     pod_id: String,
     name: String,
-    uid: u32,
-    gid: u32,
-    additional_gids: Vec<u32>,
-    cwd: String,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) additional_gids: Vec<u32>,
+    pub(super) cwd: String,
     log_path: PathBuf,
     pid: Option<i32>,
     /// Start time of `pid` (field 22 of /proc/PID/stat), to recognize it after a restart.
@@ -66,7 +66,7 @@ pub(crate) struct Entry {
     pub id: String,
     pub pod_id: String,
     dir: PathBuf,
-    record: Mutex<Record>,
+    pub(super) record: Mutex<Record>,
     tx: watch::Sender<ContainerState>,
     /// The pid while it may be signalled: cleared (under this lock) before the process is
     /// reaped, so a signal never reaches a recycled pid.
@@ -86,7 +86,7 @@ impl Entry {
         })
     }
 
-    fn state(&self) -> ContainerState {
+    pub(super) fn state(&self) -> ContainerState {
         self.tx.borrow().clone()
     }
 
@@ -186,7 +186,7 @@ fn exit_of(status: WaitStatus) -> Option<(i32, Option<i32>)> {
 
 /// Waits for our child `pid` to exit; `before_reap` runs after it exited but before the zombie
 /// is reaped (the pid cannot be recycled until then).
-fn wait_child(pid: i32, before_reap: impl FnOnce()) -> (i32, Option<i32>) {
+pub(super) fn wait_child(pid: i32, before_reap: impl FnOnce()) -> (i32, Option<i32>) {
     let p = Pid::from_raw(pid);
     loop {
         match waitid(Id::Pid(p), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
@@ -349,7 +349,7 @@ fn create_and_start(
 }
 
 /// The path under which the helper opens one of our fds.
-fn proc_fd(fd: &OwnedFd) -> PathBuf {
+pub(super) fn proc_fd(fd: &OwnedFd) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!(
         "/proc/{}/fd/{}",
@@ -390,11 +390,11 @@ async fn read_capped(mut rx: pipe::Receiver) -> Vec<u8> {
 }
 
 impl Runtime {
-    fn container_dir(&self, id: &str) -> PathBuf {
+    pub(super) fn container_dir(&self, id: &str) -> PathBuf {
         self.containers_dir().join(id)
     }
 
-    fn entry(&self, id: &str) -> Option<Arc<Entry>> {
+    pub(super) fn entry(&self, id: &str) -> Option<Arc<Entry>> {
         self.containers.lock().unwrap().get(id).cloned()
     }
 
@@ -654,6 +654,9 @@ impl Runtime {
                 cwd: rec.cwd.clone(),
                 stdout: proc_fd(&out_w),
                 stderr: proc_fd(&err_w),
+                stdin: None,
+                console_socket: None,
+                process: None,
             };
             let pid = {
                 let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());

@@ -76,6 +76,16 @@ pub(crate) enum Request {
         cwd: String,
         stdout: PathBuf,
         stderr: PathBuf,
+        /// stdin to open instead of /dev/null
+        #[serde(default)]
+        stdin: Option<PathBuf>,
+        /// With `process`: a terminal exec. libcontainer creates a pty in the container and
+        /// sends its master over this unix socket (the stdio paths are then unused).
+        #[serde(default)]
+        console_socket: Option<PathBuf>,
+        /// An OCI `process.json` (with `terminal: true`) that replaces args/user/cwd.
+        #[serde(default)]
+        process: Option<PathBuf>,
     },
 }
 
@@ -160,14 +170,22 @@ fn serve(req: Request) -> Result<i32, String> {
             cwd,
             stdout,
             stderr,
+            stdin,
+            console_socket,
+            process,
         } => quiet(&mut || {
-            let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
+            let stdin = stdin.as_deref().unwrap_or(Path::new("/dev/null"));
+            let mut base = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_executor(KrustExecutor)
                 .with_root_path(&lc_root)
                 .map_err(|e| e.to_string())?
-                .with_stdin(open_fd(Path::new("/dev/null"), false)?)
+                .with_stdin(open_fd(stdin, false)?)
                 .with_stdout(open_fd(&stdout, true)?)
-                .with_stderr(open_fd(&stderr, true)?)
+                .with_stderr(open_fd(&stderr, true)?);
+            if console_socket.is_some() {
+                base = base.with_console_socket(console_socket.as_deref());
+            }
+            let mut b = base
                 .as_tenant()
                 .with_container_args(args.clone())
                 .with_user(Some(uid))
@@ -177,6 +195,11 @@ fn serve(req: Request) -> Result<i32, String> {
                 .as_sibling(true);
             if !additional_gids.is_empty() {
                 b = b.with_additional_gids(additional_gids.clone());
+            }
+            if let Some(p) = &process {
+                // libcontainer wants a console socket exactly for detached terminal processes;
+                // "detached" changes nothing else for a tenant.
+                b = b.with_process(Some(p)).with_detach(true);
             }
             b.build()
                 .map(|p| p.as_raw())

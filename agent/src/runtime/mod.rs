@@ -32,6 +32,7 @@
 mod cgroups;
 mod cni;
 mod container;
+mod exec;
 mod helper;
 mod logs;
 mod mounts;
@@ -49,6 +50,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use container::ExecOutput;
+pub use exec::{exec_start_failure, ExecProcess, ExecReader, ExecRequest, ExecWriter, Terminal};
 pub use helper::{run_helper_if_requested, HelperCommand, HELPER_ENV};
 
 /// How pods are attached to the node's network (CNI bridge + host-local IPAM).
