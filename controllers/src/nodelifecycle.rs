@@ -65,13 +65,13 @@ fn last_heard(node: &Value, lease: Option<&Value>) -> Option<DateTime<Utc>> {
     [renew, heartbeat, created].into_iter().flatten().max()
 }
 
-fn ready_status(node: &Value) -> String {
+/// The Ready condition's status, `None` while the kubelet has not reported one yet.
+fn ready_status(node: &Value) -> Option<String> {
     node["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
         .and_then(|c| c["status"].as_str())
-        .unwrap_or("Unknown")
-        .to_string()
+        .map(String::from)
 }
 
 /// The taints a node should carry for its readiness, replacing our own earlier ones.
@@ -107,7 +107,12 @@ async fn monitor(ctx: &Ctx, node: &Node, leases: &Store<Lease>, now: DateTime<Ut
     let silent = last_heard(&v, lease.as_ref()).is_some_and(|t| now - t > grace);
     let api = Api::<Node>::all(ctx.client.clone());
     let stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let mut ready = ready_status(&v);
+    let reported = ready_status(&v);
+    if reported.is_none() && !silent {
+        // Just registered: its kubelet gets the grace period to report, as upstream.
+        return Ok(());
+    }
+    let mut ready = reported.clone().unwrap_or_else(|| "Unknown".into());
     if silent && ready != "Unknown" {
         // Upstream marks every condition the kubelet owns as Unknown.
         let conditions: Vec<Value> = v["status"]["conditions"]

@@ -484,3 +484,127 @@ spec:
     });
     s.kubectl_ok(&["delete", "deployment", "burner", "--timeout=60s"]);
 }
+
+/// What a pod spec asks of the agent: init containers, environment from every source,
+/// projected volumes that follow their ConfigMap, security context, and image errors.
+#[test]
+fn pod_spec_features() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let _bridge = Bridge("krt208".into());
+    let s = TestServer::start_with(&[
+        WITH_AGENT,
+        "--node-name", "node-208",
+        "--node-ip", "127.0.0.1",
+        "--kubelet-port", &free_port().to_string(),
+        "--cluster-cidr", "10.42.208.0/24",
+        "--cni-bridge", "krt208",
+    ]);
+    let image = registry.image();
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{color: blue, size: large}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: sec}}
+stringData: {{password: hunter2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: env, labels: {{tier: web}}}}
+spec:
+  restartPolicy: Never
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: cfg, configMap: {{name: cfg}}}}
+  - {{name: sec, secret: {{secretName: sec, defaultMode: 0444}}}}
+  - name: info
+    downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}
+  initContainers:
+  - name: init
+    image: "{image}"
+    command: [sh, -c, "echo prepared > /work/init.txt"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: "{image}"
+    command: [sh, -c]
+    args: ["echo init=$(cat /work/init.txt) color=$COLOR pw=$PW name=$POD ip_ok=$([ -n \"$IP\" ] && echo y) mem=$MEM cm_size=$CM_size file=$(cat /cfg/color) secret=$(cat /sec/password) mode=$(stat -c %a /sec/..data/password 2>/dev/null || stat -L -c %a /sec/password) labels=$(cat /info/labels) uid=$(id -u) expanded=$(EXP)"]
+    env:
+    - {{name: COLOR, valueFrom: {{configMapKeyRef: {{name: cfg, key: color}}}}}}
+    - {{name: PW, valueFrom: {{secretKeyRef: {{name: sec, key: password}}}}}}
+    - {{name: POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+    - {{name: MEM, valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}}}
+    - {{name: EXP, value: "$(COLOR)-$(POD)"}}
+    envFrom: [{{prefix: CM_, configMapRef: {{name: cfg}}}}]
+    resources: {{limits: {{memory: 64Mi}}}}
+    securityContext: {{runAsUser: 1000}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: cfg, mountPath: /cfg}}
+    - {{name: sec, mountPath: /sec}}
+    - {{name: info, mountPath: /info}}
+"#
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest);
+    let start = Instant::now();
+    loop {
+        let phase = jsonpath(&s, "env", "{.status.phase}");
+        if phase == "Succeeded" {
+            break;
+        }
+        assert!(phase != "Failed" && start.elapsed() < Duration::from_secs(60), "pod env: {phase}\n{}\n{}", s.kubectl_ok(&["get", "pod", "env", "-o", "yaml"]), s.logs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let logs = s.kubectl_ok(&["logs", "env"]);
+    for want in ["init=prepared", "color=blue", "pw=hunter2", "name=env", "ip_ok=y", "mem=64", "cm_size=large", "file=blue", "secret=hunter2", "mode=444", "labels=tier=\"web\"", "uid=1000", "expanded=blue-env"] {
+        assert!(logs.contains(want), "{want:?} missing from: {logs}");
+    }
+    assert_eq!(jsonpath(&s, "env", "{.status.initContainerStatuses[0].state.terminated.reason}"), "Completed");
+
+    // A ConfigMap update reaches a running pod's mounted file.
+    let watcher = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: follow}}
+spec:
+  volumes: [{{name: cfg, configMap: {{name: cfg}}}}]
+  containers:
+  - name: c
+    image: "{image}"
+    command: [sh, -c, "while true; do cat /cfg/color; echo; sleep 0.5; done"]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}]
+    securityContext: {{readOnlyRootFilesystem: true}}
+"#
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &watcher);
+    s.kubectl_ok(&["wait", "--for=condition=Ready", "pod/follow", "--timeout=60s"]);
+    s.kubectl_ok(&["patch", "configmap", "cfg", "-p", r#"{"data":{"color":"green"}}"#]);
+    wait_for("the new color in the mounted file", Duration::from_secs(30), || {
+        let l = s.kubectl_ok(&["logs", "follow", "--tail=1"]);
+        (l.trim() == "green").then_some(l)
+    });
+
+    // Image errors carry upstream's reasons.
+    let missing = format!("127.0.0.1:{}/library/nope:1", registry.port);
+    s.kubectl_ok(&["run", "noimage", &format!("--image={missing}"), "--restart=Never"]);
+    wait_for("ErrImagePull", Duration::from_secs(60), || {
+        let r = jsonpath(&s, "noimage", "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ErrImagePull" || r == "ImagePullBackOff").then_some(r)
+    });
+    s.kubectl_ok(&["run", "never", "--image=127.0.0.1:1/absent:1", "--image-pull-policy=Never", "--restart=Never"]);
+    wait_for("ErrImageNeverPull", Duration::from_secs(60), || {
+        let r = jsonpath(&s, "never", "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ErrImageNeverPull").then_some(r)
+    });
+    s.kubectl_ok(&["delete", "pod", "env", "follow", "noimage", "never", "--grace-period=1", "--timeout=60s"]);
+}

@@ -51,6 +51,8 @@ struct Record {
     killed_for: Option<String>,
     /// `imageID` reported by an earlier agent process for an adopted container.
     image_id: Option<String>,
+    /// The state when the pod finished: the runtime forgets containers with the sandbox.
+    final_state: Option<ContainerState>,
 }
 
 pub struct Worker {
@@ -593,6 +595,10 @@ impl Worker {
     async fn finish(&mut self, pod: &Pod) {
         self.terminal = true;
         tracing::info!(pod = %full_name(pod), "pod finished");
+        let runtime = self.kubelet.runtime.clone();
+        for rec in self.main.values_mut().chain(self.init.values_mut()) {
+            rec.final_state = rec.id.as_deref().and_then(|id| runtime.state(id));
+        }
         if self.sandbox.take().is_some() {
             if let Err(e) = self.kubelet.runtime.remove_sandbox(&self.uid).await {
                 tracing::warn!(pod = %full_name(pod), error = %e, "removing the sandbox failed");
@@ -696,7 +702,8 @@ impl Worker {
         let runtime = &self.kubelet.runtime;
         let empty = Record::default();
         let rec = rec.unwrap_or(&empty);
-        let state = match rec.id.as_deref().and_then(|id| runtime.state(id).map(|s| (id, s))) {
+        let observed = rec.id.as_deref().and_then(|id| runtime.state(id).or_else(|| rec.final_state.clone()).map(|s| (id, s)));
+        let state = match observed {
             _ if rec.waiting.is_some() && rec.id.is_none() || rec.backoff_until.is_some() && rec.waiting.is_some() => {
                 let (reason, message) = rec.waiting.clone().unwrap_or_default();
                 let mut w = json!({"reason": reason});
@@ -724,7 +731,8 @@ impl Worker {
             v["containerID"] = json!(format!("krust://{id}"));
         }
         if init {
-            v["ready"] = json!(matches!(rec.id.as_deref().and_then(|id| runtime.state(id)), Some(ContainerState::Exited { exit_code: 0, .. })));
+            let done = rec.id.as_deref().and_then(|id| runtime.state(id)).or_else(|| rec.final_state.clone());
+            v["ready"] = json!(matches!(done, Some(ContainerState::Exited { exit_code: 0, .. })));
         }
         v
     }
