@@ -7,9 +7,12 @@
 //! and is listed once in [`CONTROLLERS`].
 
 pub mod context;
+pub mod cronjob;
 pub mod deployment;
 pub mod discovery;
+pub mod endpoints;
 pub mod gc;
+pub mod job;
 pub mod hpa;
 pub mod leader;
 pub mod namespace;
@@ -40,6 +43,10 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("deployment", |ctx| Box::pin(deployment::run(ctx))),
     ("nodeipam", |ctx| Box::pin(nodeipam::run(ctx))),
     ("nodelifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
+    ("job", |ctx| Box::pin(job::run(ctx))),
+    ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
+    ("endpointslice", |ctx| Box::pin(endpoints::run_endpoint_slices(ctx))),
+    ("endpoints", |ctx| Box::pin(endpoints::run_endpoints(ctx))),
     ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
 ];
 

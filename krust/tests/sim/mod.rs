@@ -5,6 +5,11 @@
 //!
 //! It runs on its own thread with a kube client from the server's admin kubeconfig, polling
 //! pods every 100 ms; dropping it stops the thread.
+//!
+//! A pod annotated [`EXIT_CODE`] (`"0"`, `"1"`, ...) finishes [`RUN_SECONDS`] (default 1)
+//! after it started running, as a container exiting would: phase Succeeded (exit code 0) or
+//! Failed, Ready false, containers `terminated` with that exit code. Finished pods are left
+//! as they are. Other pods run until deleted.
 
 #![allow(dead_code)]
 
@@ -20,6 +25,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::ResourceExt;
 use serde_json::json;
+
+/// Annotation making a simulated pod's containers exit with this code (see the module doc).
+pub const EXIT_CODE: &str = "sim.krust.io/exit-code";
+/// Annotation: seconds a pod with [`EXIT_CODE`] runs before it finishes (default 1).
+pub const RUN_SECONDS: &str = "sim.krust.io/run-seconds";
 
 /// One simulated node.
 pub struct SimNode {
@@ -111,7 +121,7 @@ fn chrono_now() -> String {
 }
 
 /// One pass over the pods: run the ones bound to our nodes, finalize the ones being deleted.
-async fn kubelet_pass(client: &kube::Client, names: &[String], ips: &mut BTreeMap<String, u32>) {
+async fn kubelet_pass(client: &kube::Client, names: &[String], ips: &mut BTreeMap<String, u32>, started: &mut BTreeMap<String, std::time::Instant>) {
     let pods: Api<Pod> = Api::all(client.clone());
     let Ok(list) = pods.list(&ListParams::default()).await else { return };
     for pod in list.items {
@@ -126,10 +136,22 @@ async fn kubelet_pass(client: &kube::Client, names: &[String], ips: &mut BTreeMa
             continue;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        if phase == "Running" {
+        let uid = pod.uid().unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            started.remove(&uid);
             continue;
         }
-        let uid = pod.uid().unwrap_or_default();
+        if phase == "Running" {
+            if let Some(code) = pod.annotations().get(EXIT_CODE).and_then(|c| c.parse::<i32>().ok()) {
+                let run: f64 = pod.annotations().get(RUN_SECONDS).and_then(|s| s.parse().ok()).unwrap_or(1.0);
+                let since = *started.entry(uid.clone()).or_insert_with(std::time::Instant::now);
+                if since.elapsed().as_secs_f64() >= run {
+                    finish(&api, &pod, code).await;
+                }
+            }
+            continue;
+        }
+        started.insert(uid.clone(), std::time::Instant::now());
         let next = ips.len() as u32 + 2;
         let n = *ips.entry(uid).or_insert(next);
         let ip = format!("10.244.{}.{}", n / 250, n % 250 + 1);
@@ -148,6 +170,28 @@ async fn kubelet_pass(client: &kube::Client, names: &[String], ips: &mut BTreeMa
         }});
         let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(status)).await;
     }
+}
+
+/// Finishes a running pod as if its containers exited with `code`.
+async fn finish(api: &Api<Pod>, pod: &Pod, code: i32) {
+    let now = chrono_now();
+    let started = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| serde_json::to_value(t).unwrap()).unwrap_or(json!(now));
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    let cond = |t: &str, status: &str| json!({"type": t, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    let ready = |t: &str| json!({"type": t, "status": "False", "reason": "PodCompleted", "lastProbeTime": null, "lastTransitionTime": now});
+    let containers: Vec<_> = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.iter().map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": false, "restartCount": 0, "started": false,
+            "containerID": format!("sim://{}", c.name),
+            "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now, "containerID": format!("sim://{}", c.name)}}})).collect())
+        .unwrap_or_default();
+    let status = json!({"status": {
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "conditions": [cond("PodReadyToStartContainers", "False"), cond("Initialized", "True"), ready("Ready"), ready("ContainersReady"), cond("PodScheduled", "True")],
+        "containerStatuses": containers,
+    }});
+    let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(status)).await;
 }
 
 impl Sim {
@@ -169,11 +213,12 @@ impl Sim {
                 ready_tx.send(()).unwrap();
                 let all: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
                 let mut ips = BTreeMap::new();
+                let mut started = BTreeMap::new();
                 let mut pass = 0u64;
                 while !stop2.load(Ordering::Relaxed) {
                     let dead = dead2.lock().unwrap().clone();
                     let names: Vec<String> = all.iter().filter(|n| !dead.contains(n)).cloned().collect();
-                    kubelet_pass(&client, &names, &mut ips).await;
+                    kubelet_pass(&client, &names, &mut ips, &mut started).await;
                     if pass % 20 == 0 {
                         heartbeat(&client, &names).await;
                     }
