@@ -3,10 +3,12 @@
 //! libcontainer, CNI) from images in OCI registries ([`images`]). It talks to the API
 //! server only through the wire API, with its own node credentials ([`join`]).
 
+pub mod dns;
 pub mod images;
 pub mod join;
 pub mod kubelet;
 pub mod node;
+pub mod proxy;
 pub mod runtime;
 
 use std::net::IpAddr;
@@ -117,7 +119,7 @@ pub async fn start(config: Config, client: kube::Client) -> Result<Agent, AgentE
     let cni = runtime::CniConfig {
         plugin_dir: config.cni_bin_dir.clone(),
         bridge: config.cni_bridge.clone(),
-        pod_cidr,
+        pod_cidr: pod_cidr.clone(),
         state_dir: config.data_dir.join("cni"),
         mtu: None,
     };
@@ -133,6 +135,8 @@ pub async fn start(config: Config, client: kube::Client) -> Result<Agent, AgentE
     tasks.push(tokio::spawn(kubelet.clone().run()));
     tasks.push(tokio::spawn(kubelet::stats::run(kubelet.clone(), node::now_rfc3339(), memory_total)));
     tasks.push(start_endpoint(&config, kubelet.clone()).await?);
+    tasks.push(tokio::spawn(dns::run(client.clone(), config.clone(), pod_cidr)));
+    tasks.push(tokio::spawn(proxy::Proxy::new(&config.node_name, config.node_ip).run(client.clone())));
     tracing::info!(node = %config.node_name, "agent ready");
     Ok(Agent { kubelet, tasks })
 }

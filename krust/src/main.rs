@@ -1,6 +1,7 @@
 //! `krust`: a small Kubernetes distribution in one binary, driven like k3s.
 
 mod cli;
+mod cluster_dns;
 mod controller_manager;
 mod datastore;
 mod files;

@@ -115,6 +115,8 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         };
         Some(controller_manager::spawn(&paths.admin_kubeconfig(), config).await?)
     };
+    // Pods' nameserver: the kube-dns Service, created once the API answers (below).
+    let cluster_dns = crate::cluster_dns::spawn(&paths.admin_kubeconfig(), args.node.cluster_dns).await?;
     let node_agent = if args.disable_agent {
         tracing::info!("--disable-agent: running the control plane only");
         None
@@ -122,6 +124,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         Some(node::spawn_in_server(&args.node, &args.data_dir, &paths.tls(), &url, &pki).await?)
     };
     serve::serve(listener, tls, router, stop).await?;
+    cluster_dns.abort();
     if let Some(a) = node_agent {
         a.abort();
     }
