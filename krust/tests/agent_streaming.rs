@@ -9,69 +9,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, kubectl_bin, text, TestServer, WITH_AGENT};
+use common::node::{missing_prerequisite, Bridge, Registry};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Why this machine cannot run pods, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false);
-    if !root {
-        return Some("not running as root".into());
-    }
-    for tool in ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback", "/usr/bin/docker-registry", "/usr/bin/umoci", "/usr/bin/skopeo", "/bin/busybox", "/usr/bin/script"] {
-        if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (scripts/setup.sh installs it)"));
-        }
-    }
-    None
-}
-
-/// A Debian `docker-registry` on loopback holding the busybox image; stopped on drop.
-struct Registry {
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let script = repo().join("scripts/registry.sh");
-        for args in [vec!["start"], vec!["push-busybox"]] {
-            let out = Command::new("bash").arg(&script).args(&args).args(["--port", &port.to_string(), "--dir"]).arg(dir.path()).output().unwrap();
-            assert!(out.status.success(), "registry.sh {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
-        }
-        Registry { port, dir }
-    }
-
-    fn image(&self) -> String {
-        format!("127.0.0.1:{}/library/busybox:1.35", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(repo().join("scripts/registry.sh")).args(["stop", "--port", &self.port.to_string(), "--dir"]).arg(self.dir.path()).output();
-    }
-}
-
-/// Removes a test's CNI bridge when the test ends (CNI DEL leaves bridges in place).
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
 
 /// A long-running kubectl (attach, port-forward) with its output in a file; killed on drop.
 struct Running {

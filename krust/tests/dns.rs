@@ -9,85 +9,18 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+
+
 use std::time::{Duration, Instant};
 
 use agent::dns::proto::op::{Message, Query, ResponseCode};
 use agent::dns::proto::rr::{Name, RData, RecordType};
 use common::{free_port, text, TestServer, WITH_AGENT};
+use common::node::{missing_prerequisite, wait_for, Bridge, Registry};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 42, 209, 1);
 const CLUSTER_DNS: &str = "10.43.209.10";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Why this machine cannot run pods, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false);
-    if !root {
-        return Some("not running as root".into());
-    }
-    for tool in ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback", "/usr/bin/docker-registry", "/usr/bin/umoci", "/usr/bin/skopeo", "/bin/busybox"] {
-        if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (scripts/setup.sh installs it)"));
-        }
-    }
-    None
-}
-
-/// A Debian `docker-registry` on loopback holding the busybox image; stopped on drop.
-struct Registry {
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let script = repo().join("scripts/registry.sh");
-        for args in [vec!["start"], vec!["push-busybox"]] {
-            let out = Command::new("bash").arg(&script).args(&args).args(["--port", &port.to_string(), "--dir"]).arg(dir.path()).output().unwrap();
-            assert!(out.status.success(), "registry.sh {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
-        }
-        Registry { port, dir }
-    }
-
-    fn image(&self) -> String {
-        format!("127.0.0.1:{}/library/busybox:1.35", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(repo().join("scripts/registry.sh")).args(["stop", "--port", &self.port.to_string(), "--dir"]).arg(self.dir.path()).output();
-    }
-}
-
-/// Removes a test's CNI bridge when the test ends (CNI DEL leaves bridges in place).
-struct Bridge(String);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-    }
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn question(name: &str, qtype: RecordType) -> Message {
     let mut m = Message::query();

@@ -173,7 +173,9 @@ pub fn service_ports(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -
             let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into()).to_lowercase();
             let mut backends = Vec::new();
             for slice in &slices {
-                let Some(port) = slice.ports.iter().flatten().find(|sp| sp.name == p.name && sp.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(&protocol)).and_then(|sp| sp.port) else { continue };
+                // An unnamed port is `""` in one object and absent in the other.
+                let same_name = |sp: &k8s_openapi::api::discovery::v1::EndpointPort| sp.name.as_deref().unwrap_or("") == p.name.as_deref().unwrap_or("");
+                let Some(port) = slice.ports.iter().flatten().find(|sp| same_name(sp) && sp.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(&protocol)).and_then(|sp| sp.port) else { continue };
                 for ep in &slice.endpoints {
                     if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                         continue;

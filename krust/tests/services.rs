@@ -1,0 +1,117 @@
+//! Services end to end with the agent's kube-proxy (nftables): a ClusterIP reaches every
+//! ready endpoint from the host and from pods, a NodePort answers on the node's address, a
+//! Service without endpoints refuses at once. Needs root, CNI, nft and the registry tools.
+
+mod common;
+
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{free_port, TestServer, WITH_AGENT};
+use common::node::{missing_prerequisite, wait_for, Bridge, Registry};
+
+/// An HTTP GET from the host with a short timeout: the body, or None.
+fn http_get(addr: &str) -> Option<String> {
+    let out = Command::new("curl").args(["-s", "-m", "2", &format!("http://{addr}/")]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The address this host uses towards other hosts (not loopback): where NodePorts answer.
+fn host_address() -> String {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect("192.0.2.1:9").unwrap();
+    s.local_addr().unwrap().ip().to_string()
+}
+
+#[test]
+fn cluster_ip_and_node_port_reach_ready_pods() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let _net = Bridge("krt210".into());
+    let s = TestServer::start_with(&[
+        WITH_AGENT,
+        "--node-name", "node-210",
+        "--node-ip", "127.0.0.1",
+        "--kubelet-port", &free_port().to_string(),
+        "--cluster-cidr", "10.42.210.0/24",
+        "--cni-bridge", "krt210",
+        "--service-cidr", "10.43.210.0/24",
+        "--cluster-dns", "10.43.210.10",
+    ]);
+    let image = registry.image();
+    let manifest = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: "{image}"
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest);
+    s.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let ip = s.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let node_port = s.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let pods = s.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let pods: Vec<&str> = pods.split_whitespace().collect();
+    assert_eq!(pods.len(), 2);
+
+    if std::env::var("KRUST_TEST_DEBUG").is_ok() {
+        std::thread::sleep(Duration::from_secs(3));
+        eprintln!("{}", String::from_utf8_lossy(&Command::new("nft").args(["list", "table", "ip", "krust_node_210"]).output().unwrap().stdout));
+        eprintln!("{}", s.kubectl_ok(&["get", "endpointslices", "-o", "wide"]));
+        eprintln!("{}", s.logs().lines().filter(|l| l.contains("proxy") || l.contains("WARN")).collect::<Vec<_>>().join("\n"));
+    }
+    // From the host: both backends answer through the ClusterIP.
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("both backends through the ClusterIP", Duration::from_secs(60), || {
+        if let Some(body) = http_get(&format!("{ip}:80")) {
+            seen.insert(body);
+        }
+        (seen.len() == 2).then(String::new)
+    });
+    assert_eq!(seen.iter().map(String::as_str).collect::<Vec<_>>(), { let mut p = pods.clone(); p.sort(); p });
+
+    // From a pod, by ClusterIP, including a backend reaching its own Service (hairpin).
+    for pod in &pods {
+        let out = wait_for("wget from a pod", Duration::from_secs(30), || {
+            let o = s.kubectl(&["exec", pod, "--", "timeout", "3", "wget", "-q", "-O", "-", &format!("http://{ip}/")]);
+            o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        });
+        assert!(pods.contains(&out.as_str()), "{out}");
+    }
+
+    // NodePort on the node's own (non-loopback) address.
+    let host = host_address();
+    let body = wait_for("the NodePort", Duration::from_secs(30), || http_get(&format!("{host}:{node_port}")));
+    assert!(pods.contains(&body.as_str()), "{body}");
+
+    // Scaled to zero: no ready endpoint, the ClusterIP refuses.
+    s.kubectl_ok(&["scale", "deployment/web", "--replicas=0"]);
+    wait_for("the Service to stop answering", Duration::from_secs(60), || http_get(&format!("{ip}:80")).is_none().then(String::new));
+    s.kubectl_ok(&["delete", "deployment", "web", "--timeout=60s"]);
+    s.kubectl_ok(&["delete", "service", "web"]);
+}
