@@ -104,6 +104,23 @@ spec:
         assert!(pods.contains(&out.as_str()), "{out}");
     }
 
+    // By name, through the cluster DNS (the kube-dns ClusterIP, DNAT'ed to the node's DNS).
+    let by_name = wait_for("wget by Service name", Duration::from_secs(30), || {
+        let o = s.kubectl(&["exec", pods[0], "--", "timeout", "3", "wget", "-q", "-O", "-", "http://web.default.svc.cluster.local/"]);
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    assert!(pods.contains(&by_name.as_str()), "{by_name}");
+    let short = s.kubectl_ok(&["exec", pods[1], "--", "timeout", "3", "wget", "-q", "-O", "-", "http://web/"]);
+    assert!(pods.contains(&short.trim()), "{short}");
+    // A headless Service resolves to every ready pod.
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], "apiVersion: v1\nkind: Service\nmetadata: {name: web-headless}\nspec:\n  clusterIP: None\n  selector: {app: web}\n  ports: [{name: http, port: 8080}]\n");
+    let pod_ips = s.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}"]);
+    wait_for("nslookup of the headless Service", Duration::from_secs(30), || {
+        let o = s.kubectl(&["exec", pods[0], "--", "nslookup", "web-headless.default.svc.cluster.local"]);
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        pod_ips.split_whitespace().all(|ip| text.contains(ip)).then_some(text)
+    });
+
     // NodePort on the node's own (non-loopback) address.
     let host = host_address();
     let body = wait_for("the NodePort", Duration::from_secs(30), || http_get(&format!("{host}:{node_port}")));
