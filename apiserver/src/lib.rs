@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod selectors;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Connects to kubelets for the streaming pod subresources (`None`: not configured).
     pub kubelet: Option<Arc<handlers::proxy::KubeletDialer>>,
+    /// Signs service account tokens (TokenRequest); `None`: not configured.
+    pub tokens: Option<Arc<tokens::ServiceAccountTokens>>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
 }
@@ -67,6 +70,8 @@ pub struct Config {
     pub advertise: kubernetes_service::Advertise,
     /// Credentials for talking to kubelets (logs, exec, port-forward).
     pub kubelet_tls: Option<handlers::proxy::KubeletTls>,
+    /// The service account token signer (shared with authentication).
+    pub tokens: Option<Arc<tokens::ServiceAccountTokens>>,
 }
 
 impl Default for Config {
@@ -77,6 +82,7 @@ impl Default for Config {
             service_node_port_range: "30000-32767".into(),
             advertise: kubernetes_service::Advertise { address: "127.0.0.1".into(), port: 6443 },
             kubelet_tls: None,
+            tokens: None,
         }
     }
 }
@@ -99,7 +105,7 @@ pub async fn app_with(backend: Arc<dyn Backend>, config: Config) -> anyhow::Resu
     }
     tokio::spawn(autoregister::run(registry.clone()));
     let kubelet = config.kubelet_tls.as_ref().map(handlers::proxy::KubeletDialer::new).transpose()?.map(Arc::new);
-    let state = AppState { registry, kubelet, bookmark_interval: Duration::from_secs(10) };
+    let state = AppState { registry, kubelet, tokens: config.tokens.clone(), bookmark_interval: Duration::from_secs(10) };
     Ok(router(state))
 }
 

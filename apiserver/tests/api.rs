@@ -34,6 +34,7 @@ impl Harness {
         let state = AppState {
             registry: Arc::new(Registry::new(apiserver::kinds::all(), backend)),
             kubelet: None,
+            tokens: None,
             bookmark_interval: Duration::from_millis(100),
         };
         Harness { app: apiserver::router(state), _dir: dir }

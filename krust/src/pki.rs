@@ -120,6 +120,23 @@ pub fn ensure(tls_dir: &Path, serving_sans: &BTreeSet<San>) -> anyhow::Result<Pk
     })
 }
 
+/// The service account signing key (`service.key`, P-256, PKCS#8 DER), created on first use
+/// and kept, so tokens stay valid across restarts.
+pub fn service_account_key(tls_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = tls_dir.join("service.key");
+    let pem = match read_if_exists(&path)? {
+        Some(pem) => pem,
+        None => {
+            let key = KeyPair::generate().context("generating the service account key")?;
+            write_atomic(&path, key.serialize_pem().as_bytes(), KEY_MODE)?;
+            tracing::info!(path = %path.display(), "created the service account signing key");
+            key.serialize_pem()
+        }
+    };
+    let key = KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(key.serialize_der())
+}
+
 /// Issues a client certificate signed by the client CA in `tls_dir` (for a joining node:
 /// `system:node:NAME` in `system:nodes`). Not stored: the caller hands it out.
 pub fn issue_client(tls_dir: &Path, common_name: &str, organizations: &[&str]) -> anyhow::Result<(String, String)> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apiserver::auth::UserInfo;
+use apiserver::tokens::ServiceAccountTokens;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -71,6 +72,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     router: axum::Router,
+    tokens: Option<Arc<ServiceAccountTokens>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
@@ -80,7 +82,7 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let conn = serve_connection(tcp, peer, acceptor.clone(), router.clone(), graceful.watcher());
+                    let conn = serve_connection(tcp, peer, acceptor.clone(), router.clone(), tokens.clone(), graceful.watcher());
                     tokio::spawn(conn);
                 }
                 // Usually out of file descriptors: back off instead of spinning.
@@ -110,6 +112,7 @@ async fn serve_connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     router: axum::Router,
+    tokens: Option<Arc<ServiceAccountTokens>>,
     watcher: Watcher,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -126,10 +129,12 @@ async fn serve_connection(
         .and_then(|chain| chain.first())
         .and_then(|der| identity(der));
     tracing::debug!(%peer, user = ?user.as_ref().map(|u| &u.name), "connection");
-    // Every request on this connection carries the identity its certificate proved.
+    // Every request on this connection carries the identity its certificate proved, or
+    // else the one a service account bearer token proves.
     let service = router.map_request(move |mut req: Request<Incoming>| {
-        if let Some(user) = &user {
-            req.extensions_mut().insert(user.clone());
+        let identity = user.clone().or_else(|| bearer_identity(&req, tokens.as_deref()));
+        if let Some(user) = identity {
+            req.extensions_mut().insert(user);
         }
         req
     });
@@ -139,6 +144,13 @@ async fn serve_connection(
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// The service account a valid `Authorization: Bearer` token names, if any.
+fn bearer_identity(req: &Request<Incoming>, tokens: Option<&ServiceAccountTokens>) -> Option<UserInfo> {
+    let token = req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    tokens?.authenticate(token, now)
 }
 
 /// The user a (verified) client certificate names: CN is the user, each O a group, as the

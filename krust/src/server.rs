@@ -61,6 +61,9 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         Some(addr) => Some(kine::spawn_grpc(addr, backend.clone(), grpc_stopped).await?),
         None => None,
     };
+    let tokens = std::sync::Arc::new(
+        apiserver::tokens::ServiceAccountTokens::from_pkcs8(&pki::service_account_key(&paths.tls())?).map_err(anyhow::Error::msg)?,
+    );
     let api_config = apiserver::Config {
         watch_cache_size: args.default_watch_cache_size,
         service_cidr: args.service_cidr.clone(),
@@ -69,6 +72,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             address: advertise_address(&args).to_string(),
             port: args.advertise_port.unwrap_or(args.https_listen_port),
         },
+        tokens: Some(tokens.clone()),
         kubelet_tls: Some(apiserver::handlers::proxy::KubeletTls {
             client_cert_pem: pki.kubelet_client_cert_pem.clone(),
             client_key_pem: pki.kubelet_client_key_pem.clone(),
@@ -123,7 +127,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     } else {
         Some(node::spawn_in_server(&args.node, &args.data_dir, &paths.tls(), &url, &pki).await?)
     };
-    serve::serve(listener, tls, router, stop).await?;
+    serve::serve(listener, tls, router, Some(tokens), stop).await?;
     cluster_dns.abort();
     if let Some(a) = node_agent {
         a.abort();

@@ -494,6 +494,31 @@ spec:
     }
     assert_eq!(jsonpath(&s, "env", "{.status.initContainerStatuses[0].state.terminated.reason}"), "Completed");
 
+    // The projected service account token (kube-api-access volume) authenticates as the
+    // pod's service account; a forged one does not.
+    s.kubectl_ok(&["run", "sa", &format!("--image={image}"), "--restart=Never", "--", "sh", "-c", "cat /var/run/secrets/kubernetes.io/serviceaccount/token; echo; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace"]);
+    let token = wait_for("the token in the pod's logs", Duration::from_secs(60), || {
+        let l = s.kubectl(&["logs", "sa"]);
+        let text = String::from_utf8_lossy(&l.stdout).to_string();
+        text.ends_with("default").then(|| text.lines().next().unwrap_or_default().to_string())
+    });
+    let whoami = |token: &str| {
+        let out = Command::new("curl")
+            .args(["-sk", "-H", &format!("Authorization: Bearer {token}"), "-H", "Content-Type: application/json", "-X", "POST"])
+            .args(["-d", r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#])
+            .arg(format!("{}/apis/authentication.k8s.io/v1/selfsubjectreviews", s.url()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let review = whoami(&token);
+    assert!(review.contains("system:serviceaccount:default:default"), "{review}");
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    assert!(!whoami(&forged).contains("system:serviceaccount"), "a forged token was accepted");
+    // kubectl create token (the TokenRequest API) gives a token that works too.
+    let created = s.kubectl_ok(&["create", "token", "default", "--duration=10m"]);
+    assert!(whoami(created.trim()).contains("system:serviceaccount:default:default"));
+
     // A ConfigMap update reaches a running pod's mounted file.
     let watcher = format!(
         r#"
@@ -530,5 +555,5 @@ spec:
         let r = jsonpath(&s, "never", "{.status.containerStatuses[0].state.waiting.reason}");
         (r == "ErrImageNeverPull").then_some(r)
     });
-    s.kubectl_ok(&["delete", "pod", "env", "follow", "noimage", "never", "--grace-period=1", "--timeout=60s"]);
+    s.kubectl_ok(&["delete", "pod", "env", "sa", "follow", "noimage", "never", "--grace-period=1", "--timeout=60s"]);
 }

@@ -29,6 +29,33 @@ pub enum VolumeError {
 pub struct VolumeSources {
     pub config_maps: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     pub secrets: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// Service account tokens by `<volume>/<path>` (see [`token_requests`]).
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// A projected service account token a pod's volumes ask for.
+pub struct TokenWant {
+    /// `<volume>/<path>`.
+    pub key: String,
+    pub audience: Option<String>,
+    pub expiration_seconds: i64,
+}
+
+/// The service account tokens the pod's projected volumes need.
+pub fn token_requests(pod: &Pod) -> Vec<TokenWant> {
+    let mut out = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(t) = &src.service_account_token {
+                out.push(TokenWant {
+                    key: format!("{}/{}", v.name, t.path),
+                    audience: t.audience.clone().filter(|a| !a.is_empty()),
+                    expiration_seconds: t.expiration_seconds.unwrap_or(3600),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Names of the ConfigMaps and Secrets the pod's volumes project.
@@ -155,8 +182,9 @@ fn prepare_one(pod: &Pod, v: &Volume, pod_dir: &Path, src: &VolumeSources, host_
                 downward(&mut files, pod, d.items.as_deref().unwrap_or_default(), mode, host_ip, pod_ip);
             }
             if let Some(t) = &s.service_account_token {
-                // TODO(agent issue): the TokenRequest API is not served yet; the path stays absent.
-                tracing::debug!(volume = name, path = %t.path, "service account tokens are not issued yet");
+                let token = src.tokens.get(&format!("{name}/{}", t.path)).ok_or_else(|| unsupported(name, format!("no service account token for {}", t.path)))?;
+                // Tokens are credentials: readable by the owner only unless the mode says otherwise.
+                files.insert(t.path.clone(), (token.clone().into_bytes(), p.default_mode.map_or(0o600, |m| m as u32)));
             }
             if s.cluster_trust_bundle.is_some() {
                 return Err(unsupported(name, "clusterTrustBundle projections are not supported".into()));

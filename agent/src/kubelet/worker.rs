@@ -68,6 +68,8 @@ pub struct Worker {
     last_status: Option<Value>,
     /// Set once the pod reached Succeeded or Failed: nothing runs any more.
     terminal: bool,
+    /// Projected service account tokens: `<volume>/<path>` → (token, fetched, lifetime).
+    tokens: BTreeMap<String, (String, Instant, Duration)>,
 }
 
 fn is_deleting(pod: &Pod) -> bool {
@@ -107,6 +109,7 @@ impl Worker {
             start_time: crate::node::now_rfc3339(),
             last_status: None,
             terminal: false,
+            tokens: BTreeMap::new(),
         }
     }
 
@@ -294,6 +297,8 @@ impl Worker {
             let data = self.kubelet.secret(&ns, &name).await.map_err(|e| e.to_string())?;
             src.secrets.insert(name, data.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()));
         }
+        self.refresh_tokens(pod).await?;
+        src.tokens = self.tokens.iter().map(|(k, (t, _, _))| (k.clone(), t.clone())).collect();
         let (host_ip, pod_ip) = self.ips();
         let dir = self.kubelet.pod_dir(&self.uid);
         match volumes::prepare(pod, &dir, &src, &host_ip, &pod_ip) {
@@ -313,6 +318,43 @@ impl Worker {
                 Err(message)
             }
         }
+    }
+
+    /// Requests (TokenRequest, bound to this pod) the projected service account tokens that
+    /// are missing or past 80% of their lifetime, as upstream's kubelet token manager.
+    async fn refresh_tokens(&mut self, pod: &Pod) -> Result<(), String> {
+        let wants = volumes::token_requests(pod);
+        if wants.is_empty() {
+            return Ok(());
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+        let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(self.kubelet.client.clone(), &ns);
+        for w in wants {
+            let fresh = self.tokens.get(&w.key).is_some_and(|(_, at, life)| at.elapsed() < life.mul_f64(0.8));
+            if fresh {
+                continue;
+            }
+            let req: k8s_openapi::api::authentication::v1::TokenRequest = serde_json::from_value(json!({
+                "spec": {
+                    "audiences": w.audience.iter().collect::<Vec<_>>(),
+                    "expirationSeconds": w.expiration_seconds,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid},
+                }
+            }))
+            .map_err(|e| e.to_string())?;
+            match api.create_token_request(&sa, &Default::default(), &req).await {
+                Ok(tr) => {
+                    let token = tr.status.map(|s| s.token).unwrap_or_default();
+                    let life = Duration::from_secs(w.expiration_seconds.max(600) as u64);
+                    self.tokens.insert(w.key, (token, Instant::now(), life));
+                }
+                // A token already issued keeps serving until it expires.
+                Err(e) if self.tokens.contains_key(&w.key) => tracing::warn!(pod = %full_name(pod), error = %e, "refreshing a service account token failed"),
+                Err(e) => return Err(format!("failed to fetch token for service account {ns}/{sa}: {e}")),
+            }
+        }
+        Ok(())
     }
 
     /// Brings one container one step forward.

@@ -135,7 +135,7 @@ fn subresources(s: &GenericStore) -> Vec<(String, Vec<&'static str>)> {
             .iter()
             .map(|sub| {
                 let verbs = match sub.as_str() {
-                    "binding" => vec!["create"],
+                    "binding" | "token" => vec!["create"],
                     "log" => vec!["get"],
                     "exec" | "attach" | "portforward" => vec!["create", "get"],
                     _ => vec!["get", "patch", "update"],

@@ -7,3 +7,4 @@ pub mod negotiate;
 pub mod openapi;
 pub mod proxy;
 pub mod resources;
+pub mod tokenrequest;

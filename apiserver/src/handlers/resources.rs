@@ -18,7 +18,7 @@ use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
 use crate::fieldvalidation;
 use crate::registry::apply as registry_apply;
-use crate::handlers::{discovery, metrics, proxy};
+use crate::handlers::{discovery, metrics, proxy, tokenrequest};
 use crate::handlers::negotiate::{self, Output};
 use crate::meta;
 use crate::patch;
@@ -84,6 +84,9 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
     if let (Some(ns), Some(name), Some(sub)) = (&t.namespace, &t.name, &t.subresource) {
         if group.is_empty() && t.store.info().plural == "pods" && proxy::POD_SUBRESOURCES.contains(&sub.as_str()) {
             return proxy::pod_subresource(&st, ns, name, sub, req).await;
+        }
+        if group.is_empty() && t.store.info().plural == "serviceaccounts" && sub == "token" {
+            return tokenrequest::serve(&st, ns, name, req).await;
         }
     }
     if group == metrics::GROUP {

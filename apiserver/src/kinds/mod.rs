@@ -131,7 +131,7 @@ pub fn all() -> Vec<Kind> {
         typed::<core::Endpoints>(endpoints::EndpointsStrategy, &["ep"], &[], &[]),
         typed::<core::ConfigMap>(configmap::ConfigMapStrategy, &["cm"], &[], &[]),
         typed::<core::Secret>(secret::SecretStrategy, &[], &[], &[]),
-        typed::<core::ServiceAccount>(serviceaccount::ServiceAccountStrategy, &["sa"], &[], &[]),
+        typed::<core::ServiceAccount>(serviceaccount::ServiceAccountStrategy, &["sa"], &[], &["token"]),
         typed::<core::Event>(event::EventStrategy, &["ev"], &[], &[]),
         typed::<core::Node>(node::NodeStrategy, &["no"], &[], STATUS),
         typed::<core::PersistentVolume>(volume::PersistentVolumeStrategy, &["pv"], &[], STATUS),
