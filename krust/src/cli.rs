@@ -207,6 +207,10 @@ pub struct NodeArgs {
     /// Port of the kubelet's HTTPS endpoint (logs, exec, port-forward).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+
+    /// On stop, remove this node's kube-proxy rules (its nftables table). Pods keep running.
+    #[arg(long)]
+    pub clean: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -53,12 +53,22 @@ pub async fn run(args: AgentArgs, started: Instant) -> anyhow::Result<()> {
     };
     agent::join::ensure_kubeconfig(&args.server, &token, &config.node_name, &[config.node_ip.to_string()], &kubeconfig).await.context("joining the cluster")?;
     let client = client_from(&kubeconfig).await?;
+    let running_name = config.node_name.clone();
     let running = agent::start(config, client).await.context("starting the agent")?;
     tracing::info!("krust agent ready in {}ms", started.elapsed().as_millis());
     crate::server::stop_signal().context("installing signal handlers")?.await;
     running.abort();
+    if args.node.clean {
+        clean(&running_name);
+    }
     tracing::info!("krust agent stopped");
     Ok(())
+}
+
+/// `--clean`: removes the node's kube-proxy table.
+pub fn clean(node_name: &str) {
+    agent::proxy::Proxy::clean(node_name);
+    tracing::info!(node = node_name, "--clean: removed this node's kube-proxy rules");
 }
 
 /// The server's own agent: credentials signed here, written to DATA_DIR/agent.

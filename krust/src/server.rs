@@ -131,6 +131,11 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     cluster_dns.abort();
     if let Some(a) = node_agent {
         a.abort();
+        if args.node.clean {
+            if let Ok(config) = node::agent_config(&args.node, &args.data_dir, true) {
+                node::clean(&config.node_name);
+            }
+        }
     }
     if let Some(c) = controllers {
         c.abort();

@@ -17,6 +17,16 @@ fn http_get(addr: &str) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// A child process killed when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The address this host uses towards other hosts (not loopback): where NodePorts answer.
 fn host_address() -> String {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -31,13 +41,13 @@ fn cluster_ip_and_node_port_reach_ready_pods() {
         return;
     }
     let registry = Registry::start();
-    let _net = Bridge("krt210".into());
+    let _net = [Bridge("krt210".into()), Bridge("krt211".into())];
     let s = TestServer::start_with(&[
         WITH_AGENT,
         "--node-name", "node-210",
         "--node-ip", "127.0.0.1",
         "--kubelet-port", &free_port().to_string(),
-        "--cluster-cidr", "10.42.210.0/24",
+        "--cluster-cidr", "10.42.210.0/23",
         "--cni-bridge", "krt210",
         "--service-cidr", "10.43.210.0/24",
         "--cluster-dns", "10.43.210.10",
@@ -120,6 +130,40 @@ spec:
         let text = String::from_utf8_lossy(&o.stdout).to_string();
         pod_ips.split_whitespace().all(|ip| text.contains(ip)).then_some(text)
     });
+
+    // From a client pod on another node (a `krust agent` joined with the token).
+    let token = std::fs::read_to_string(s.data_dir().join("server/node-token")).unwrap();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let mut agent = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_krust"))
+            .args(["agent", "--server", &s.url(), "--token", token.trim(), "--data-dir"])
+            .arg(agent_dir.path())
+            .args(["--node-name", "node-211", "--node-ip", "127.0.0.1", "--kubelet-port", &free_port().to_string(), "--cni-bridge", "krt211", "--cluster-dns", "10.43.210.10", "--clean"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(agent_dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let client = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: node-211}}\n  containers: [{{name: c, image: \"{image}\", command: [sleep, \"3600\"]}}]\n"
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &client);
+    s.kubectl_ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=90s"]);
+    assert_eq!(s.kubectl_ok(&["get", "pod", "client", "-o", "jsonpath={.spec.nodeName}"]), "node-211");
+    let mut remote_seen = std::collections::BTreeSet::new();
+    wait_for("both backends from the other node, by name", Duration::from_secs(60), || {
+        let o = s.kubectl(&["exec", "client", "--", "timeout", "3", "wget", "-q", "-O", "-", "http://web.default.svc.cluster.local/"]);
+        if o.status.success() {
+            remote_seen.insert(String::from_utf8_lossy(&o.stdout).trim().to_string());
+        }
+        (remote_seen.len() == 2).then_some(())
+    });
+    s.kubectl_ok(&["delete", "pod", "client", "--grace-period=1", "--timeout=60s"]);
+    // `krust agent --clean` removes its kube-proxy table when it stops.
+    assert!(Command::new("nft").args(["list", "table", "ip", "krust_node_211"]).output().unwrap().status.success());
+    let _ = Command::new("kill").args(["-TERM", &agent.0.id().to_string()]).status();
+    let _ = agent.0.wait();
+    assert!(!Command::new("nft").args(["list", "table", "ip", "krust_node_211"]).output().unwrap().status.success(), "the table outlived the agent");
 
     // NodePort on the node's own (non-loopback) address.
     let host = host_address();
