@@ -178,6 +178,17 @@ class Cluster:
     def create(self, path, body, **query):
         return self.call("POST", path, body=body, query=query)
 
+    def retry_on_conflict(self, fn, attempts=5):
+        """Runs `fn` again while it fails with 409 Conflict, as client-go's
+        retry.RetryOnConflict: controllers may write the object in between."""
+        for i in range(attempts):
+            try:
+                return fn()
+            except ApiError as e:
+                if e.status != 409 or i == attempts - 1:
+                    raise
+                time.sleep(0.01 * (2 ** i))
+
     def update(self, path, body, **query):
         return self.call("PUT", path, body=body, query=query)
 

@@ -28,7 +28,7 @@ log() { printf '==> %s\n' "$*"; }
 APT_PACKAGES=(
   protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config busybox-static containernetworking-plugins
   iptables nftables docker-registry skopeo umoci etcd-server etcd-client netcat-openbsd
-  sqlite3 curl ca-certificates python3 apache2-utils runc
+  sqlite3 curl ca-certificates python3 apache2-utils runc iproute2
 )
 
 install_apt_packages() {

@@ -111,8 +111,13 @@ def node_lifecycle(f):
         f.patch(p + "/status", {"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})
         cur = f.get(p)
         expect_equal(cur["status"].get("addresses"), [{"type": "InternalIP", "address": "10.0.0.1"}], "patched status")
-        cur["metadata"]["labels"][name] = "updated"
-        upd = f.update(p, cur)
+
+        def update():
+            # Upstream wraps this in RetryOnConflict: node controllers (IPAM) write nodes too.
+            cur = f.get(p)
+            cur["metadata"]["labels"][name] = "updated"
+            return f.update(p, cur)
+        upd = f.retry_on_conflict(update)
         expect_equal(upd["metadata"]["labels"][name], "updated", "updated label")
         w.until(lambda t, o: t == "MODIFIED" and (o["metadata"].get("labels") or {}).get(name) == "updated",
                 what="MODIFIED with the updated label")

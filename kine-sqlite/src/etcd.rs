@@ -358,6 +358,9 @@ fn retryable(e: &ec::Error, kind: Kind) -> bool {
                         || not_sent
                         || msg.contains("leader changed")
                         || msg.contains("request timed out")
+                        // A connection broken under the request (a member killed): reading
+                        // again, on another member, is always safe.
+                        || (s.code() as i32 == tonic_code::UNKNOWN && msg.contains("transport error"))
                 }
             }
         }
