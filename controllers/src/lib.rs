@@ -50,6 +50,27 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
 ];
 
+/// A reflector cache of `api`, kept current in the background; every change wakes `notify`.
+/// For loops that recompute from whole caches (scheduler, node lifecycle, kube-proxy).
+pub fn spawn_reflector<K>(api: kube::Api<K>, notify: Arc<tokio::sync::Notify>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    tokio::spawn(async move {
+        stream
+            .for_each(|_| {
+                notify.notify_one();
+                futures::future::ready(())
+            })
+            .await;
+    });
+    reader
+}
+
 /// Patch parameters naming a controller's field manager.
 pub(crate) fn patch_params(manager: &str) -> kube::api::PatchParams {
     kube::api::PatchParams { field_manager: Some(manager.into()), ..Default::default() }

@@ -17,7 +17,8 @@ use kube::runtime::reflector::Store;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::scheduler::{spawn_reflector, tolerates};
+use crate::scheduler::tolerates;
+use crate::spawn_reflector;
 use crate::Ctx;
 
 const MANAGER: &str = "node-lifecycle-controller";

@@ -20,16 +20,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
 use kube::api::{Api, Patch, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::podutil;
+use crate::{podutil, spawn_reflector};
 use crate::Ctx;
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -51,22 +48,6 @@ pub enum Error {
     StatusUpdateFailed(String, #[source] kube::Error),
 }
 
-pub(crate) fn spawn_reflector<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
-    tokio::spawn(async move {
-        stream
-            .for_each(|_| {
-                notify.notify_one();
-                futures::future::ready(())
-            })
-            .await;
-    });
-    reader
-}
 
 pub async fn run(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
     let notify = Arc::new(Notify::new());

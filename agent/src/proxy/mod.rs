@@ -13,12 +13,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use controllers::spawn_reflector;
 use tokio::sync::Notify;
 
 pub use rules::{render, Backend, ServicePort};
@@ -34,22 +32,6 @@ pub struct Proxy {
     node_ip: IpAddr,
 }
 
-fn spawn_reflector<K>(api: Api<K>, notify: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
-    tokio::spawn(async move {
-        stream
-            .for_each(|_| {
-                notify.notify_one();
-                futures::future::ready(())
-            })
-            .await;
-    });
-    reader
-}
 
 /// The nftables table name of a node: letters, digits and `_` only.
 pub fn table_name(node: &str) -> String {

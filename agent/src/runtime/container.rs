@@ -398,6 +398,19 @@ impl Runtime {
         self.containers.lock().unwrap().get(id).cloned()
     }
 
+    /// The record of the running container `id` to run `argv` in (exec_sync, exec_stream).
+    pub(super) fn exec_target(&self, id: &str, argv: &[String]) -> Result<Record, RuntimeError> {
+        let entry = self.entry(id).ok_or_else(|| RuntimeError::ContainerNotFound(id.to_string()))?;
+        if !entry.state().is_running() {
+            return Err(RuntimeError::NotRunning { id: id.to_string() });
+        }
+        if argv.is_empty() {
+            return Err(RuntimeError::InvalidSpec("exec: empty command".into()));
+        }
+        let rec = entry.record.lock().unwrap().clone();
+        Ok(rec)
+    }
+
     pub(crate) fn containers_of_pod(&self, pod_id: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
             .containers
@@ -625,18 +638,7 @@ impl Runtime {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let entry = self
-            .entry(container_id)
-            .ok_or_else(|| RuntimeError::ContainerNotFound(container_id.to_string()))?;
-        if !entry.state().is_running() {
-            return Err(RuntimeError::NotRunning {
-                id: container_id.to_string(),
-            });
-        }
-        if argv.is_empty() {
-            return Err(RuntimeError::InvalidSpec("exec: empty command".into()));
-        }
-        let rec = entry.record.lock().unwrap().clone();
+        let rec = self.exec_target(container_id, argv)?;
         let lc_root = self.libcontainer_dir();
         let id = container_id.to_string();
         let args = argv.to_vec();

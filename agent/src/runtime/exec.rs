@@ -265,18 +265,7 @@ impl Runtime {
         container_id: &str,
         req: &ExecRequest,
     ) -> Result<ExecProcess, RuntimeError> {
-        let entry = self
-            .entry(container_id)
-            .ok_or_else(|| RuntimeError::ContainerNotFound(container_id.to_string()))?;
-        if !entry.state().is_running() {
-            return Err(RuntimeError::NotRunning {
-                id: container_id.to_string(),
-            });
-        }
-        if req.argv.is_empty() {
-            return Err(RuntimeError::InvalidSpec("exec: empty command".into()));
-        }
-        let rec = entry.record.lock().unwrap().clone();
+        let rec = self.exec_target(container_id, &req.argv)?;
         let lc_root = self.libcontainer_dir();
         let dir = self.container_dir(container_id);
         let id = container_id.to_string();
