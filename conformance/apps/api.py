@@ -38,9 +38,12 @@ def job_lifecycle(f):
         expect_equal(patched["metadata"]["labels"].get(name), "patched", "patched label")
         w.until(lambda t, o: t == "MODIFIED" and (o["metadata"].get("labels") or {}).get(name) == "patched",
                 what="MODIFIED with the patched label")
-        cur = f.get(p)
-        cur["metadata"].setdefault("annotations", {})["updated"] = "true"
-        upd = f.update(p, cur)
+        def update():
+            # Upstream's updateJobWithRetries: the Job controller writes the Job too.
+            cur = f.get(p)
+            cur["metadata"].setdefault("annotations", {})["updated"] = "true"
+            return f.update(p, cur)
+        upd = f.retry_on_conflict(update)
         expect_equal(upd["metadata"]["annotations"].get("updated"), "true", "updated annotation")
         w.until(lambda t, o: t == "MODIFIED" and (o["metadata"].get("annotations") or {}).get("updated") == "true",
                 what="MODIFIED with the updated annotation")
@@ -51,9 +54,12 @@ def job_lifecycle(f):
         patched = f.patch(p + "/status", {"metadata": {"annotations": {"patchedstatus": "true"}},
                                           "status": {"startTime": "2024-01-01T00:00:00Z"}})
         expect_equal(patched["metadata"]["annotations"].get("patchedstatus"), "true", "annotation patched via /status")
-        cur = f.get(p)
-        cur["status"]["startTime"] = "2024-01-01T00:00:01Z"
-        upd = f.update(p + "/status", cur)
+        def update_status():
+            # Upstream wraps this in RetryOnConflict.
+            cur = f.get(p)
+            cur["status"]["startTime"] = "2024-01-01T00:00:01Z"
+            return f.update(p + "/status", cur)
+        upd = f.retry_on_conflict(update_status)
         expect_equal(upd["status"].get("startTime"), "2024-01-01T00:00:01Z", "updated startTime")
         f.call("DELETE", coll, query={"labelSelector": sel, "propagationPolicy": "Background"})
         w.until(lambda t, o: t == "DELETED", what="DELETED job")
