@@ -423,4 +423,14 @@ mod tests {
         .unwrap();
         assert_eq!(pick(&big, &nodes, &usage).unwrap_err(), "0/2 nodes are available: 2 Insufficient cpu.");
     }
+
+    #[test]
+    fn match_fields_pin_a_pod_to_a_named_node() {
+        let nodes = vec![node("a", &[], vec![]), node("b", &[], vec![])];
+        let pinned: Pod = serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "image": "i"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}}))
+        .unwrap();
+        assert_eq!(pick(&pinned, &nodes, &HashMap::new()).unwrap(), "b");
+    }
 }
