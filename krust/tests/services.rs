@@ -113,6 +113,31 @@ spec:
         });
         assert!(pods.contains(&out.as_str()), "{out}");
     }
+    // Hairpin, forced: a Service whose only endpoint is the pod calling it.
+    s.kubectl_ok(&["label", "pod", pods[0], "self=yes"]);
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], "apiVersion: v1\nkind: Service\nmetadata: {name: web-self}\nspec:\n  selector: {self: \"yes\"}\n  ports: [{port: 80, targetPort: 8080}]\n");
+    let self_ip = s.kubectl_ok(&["get", "svc", "web-self", "-o", "jsonpath={.spec.clusterIP}"]);
+    let out = wait_for("a pod reaching itself through its Service", Duration::from_secs(30), || {
+        let o = s.kubectl(&["exec", pods[0], "--", "timeout", "3", "wget", "-q", "-O", "-", &format!("http://{self_ip}/")]);
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    assert_eq!(out, pods[0]);
+
+    // sessionAffinity ClientIP: once a client has been answered, the same endpoint answers it
+    // again (random choice over two endpoints would differ within a dozen requests).
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-sticky}\nspec:\n  selector: {app: web}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    let sticky_ip = s.kubectl_ok(&["get", "svc", "web-sticky", "-o", "jsonpath={.spec.clusterIP}"]);
+    wait_for("both endpoints in the sticky Service's slice", Duration::from_secs(30), || {
+        let eps = s.kubectl_ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web-sticky", "-o", "jsonpath={.items[*].endpoints[*].addresses[0]}"]);
+        (eps.split_whitespace().count() == 2).then_some(())
+    });
+    let first = wait_for("the sticky Service", Duration::from_secs(30), || http_get(&format!("{sticky_ip}:80")));
+    for _ in 0..12 {
+        assert_eq!(http_get(&format!("{sticky_ip}:80")).as_deref(), Some(first.as_str()), "sessionAffinity ClientIP sent the client elsewhere");
+    }
 
     // By name, through the cluster DNS (the kube-dns ClusterIP, DNAT'ed to the node's DNS).
     let by_name = wait_for("wget by Service name", Duration::from_secs(30), || {

@@ -19,7 +19,7 @@ use kube::api::Api;
 use controllers::spawn_reflector;
 use tokio::sync::Notify;
 
-pub use rules::{render, Backend, ServicePort};
+pub use rules::{render, Affinity, Backend, ServicePort};
 
 /// How long changes are gathered before the table is rewritten.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -54,9 +54,14 @@ impl Proxy {
         let mut last = String::new();
         loop {
             let ports = service_ports(&services.state(), &slices.state());
-            let text = render(&self.table, &ports);
+            let text = render(&self.table, &ports, &Affinity::new());
             if text != last {
-                match apply(&text).await {
+                let with_clients = if ports.iter().any(|p| p.affinity_timeout.is_some()) {
+                    render(&self.table, &ports, &affinity_clients(&self.table).await)
+                } else {
+                    text.clone()
+                };
+                match apply(&with_clients).await {
                     Ok(()) => {
                         tracing::debug!(services = ports.len(), "kube-proxy rules applied");
                         last = text;
@@ -133,6 +138,32 @@ async fn apply(text: &str) -> Result<(), String> {
     }
 }
 
+/// `sessionAffinity: ClientIP`'s timeout (upstream's default: 3 hours), or None.
+fn affinity_timeout(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Option<u32> {
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return None;
+    }
+    let configured = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+    Some(configured.filter(|t| *t > 0).unwrap_or(10800) as u32)
+}
+
+/// The clients the affinity sets of the current table remember (empty if there is none).
+async fn affinity_clients(table: &str) -> Affinity {
+    let mut kept = Affinity::new();
+    let Ok(out) = tokio::process::Command::new("nft").args(["-j", "list", "table", "ip", table]).output().await else { return kept };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return kept };
+    for item in doc["nftables"].as_array().into_iter().flatten() {
+        let set = &item["set"];
+        let Some(name) = set["name"].as_str().filter(|n| n.starts_with("aff-")) else { continue };
+        let clients = set["elem"].as_array().into_iter().flatten().filter_map(|e| {
+            let ip = e["elem"]["val"].as_str()?.parse().ok()?;
+            Some((ip, e["elem"]["expires"].as_u64()?))
+        });
+        kept.insert(name.to_string(), clients.collect());
+    }
+    kept
+}
+
 /// Every Service port with a ClusterIP (or NodePort) and its ready endpoints.
 pub fn service_ports(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<ServicePort> {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
@@ -178,6 +209,7 @@ pub fn service_ports(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -
                 protocol,
                 node_port: p.node_port.filter(|n| *n > 0).map(|n| n as u16),
                 backends,
+                affinity_timeout: affinity_timeout(spec),
             });
         }
     }
