@@ -8,6 +8,8 @@
 //! storage backend, so what they read is current (no cache lag after a write).
 
 mod limitranger;
+mod resourcequota;
+mod priority;
 mod runtimeclass;
 mod serviceaccount;
 pub mod celexpr;
@@ -23,6 +25,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::registry::{ReqCtx, ResourceInfo};
 
 pub use limitranger::LimitRanger;
+pub use resourcequota::ResourceQuota;
+pub use priority::Priority;
 pub use runtimeclass::RuntimeClass;
 pub use serviceaccount::ServiceAccount;
 pub use validatingpolicy::ValidatingPolicy;
@@ -106,7 +110,7 @@ impl Admission {
     /// through `backend`.
     pub fn builtin(backend: Arc<dyn Backend>) -> Self {
         Self::new(
-            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(RuntimeClass), Box::new(ValidatingPolicy::default())],
+            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(Priority), Box::new(RuntimeClass), Box::new(ValidatingPolicy::default()), Box::new(ResourceQuota::new(backend.clone()))],
             Arc::new(BackendReader { backend }),
         )
     }
