@@ -73,8 +73,11 @@ impl TestServer {
             .expect("opening log");
         let with_agent = extra_args.contains(&WITH_AGENT);
         let extra_args: Vec<&str> = extra_args.iter().copied().filter(|a| *a != WITH_AGENT).collect();
+        // Loopback unless the test names its own address.
+        let bind = (!extra_args.contains(&"--bind-address")).then_some(["--bind-address", "127.0.0.1"]);
         let child = Command::new(env!("CARGO_BIN_EXE_krust"))
-            .args(["server", "--bind-address", "127.0.0.1"])
+            .arg("server")
+            .args(bind.iter().flatten())
             .args(if with_agent { None } else { Some("--disable-agent") })
             .args(["--https-listen-port", &port.to_string()])
             .arg("--data-dir")
