@@ -20,9 +20,11 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podutil;
 pub mod replicaset;
+pub mod revision;
 pub mod rootca;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -48,6 +50,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("endpointslice", |ctx| Box::pin(endpoints::run_endpoint_slices(ctx))),
     ("endpoints", |ctx| Box::pin(endpoints::run_endpoints(ctx))),
     ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
+    ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
 ];
 
 /// A reflector cache of `api`, kept current in the background; every change wakes `notify`.
