@@ -58,6 +58,10 @@ pub enum ApiError {
     /// `reason`, 422 Invalid by default), without details.
     #[error("{message}")]
     Refused { code: u16, reason: &'static str, message: String },
+    /// 429 (upstream's `NewTooManyRequests` with retry-after 0): a refused eviction, with
+    /// (type, message) causes such as `DisruptionBudget`.
+    #[error("{message}")]
+    TooManyRequests { message: String, causes: Vec<(String, String)> },
 }
 
 /// Upstream's optimistic-lock message.
@@ -96,6 +100,7 @@ impl ApiError {
             Timeout(_) => 504,
             ServiceUnavailable(_) => 503,
             Refused { code, .. } => *code,
+            TooManyRequests { .. } => 429,
         }
     }
 
@@ -119,6 +124,7 @@ impl ApiError {
             Timeout(_) => "Timeout",
             ServiceUnavailable(_) => "ServiceUnavailable",
             Refused { reason, .. } => reason,
+            TooManyRequests { .. } => "TooManyRequests",
         }
     }
 
@@ -133,6 +139,9 @@ impl ApiError {
             Invalid { group, kind, name, causes } => Some(details(group, kind, name, Some(causes))),
             ApplyConflict { causes, .. } => Some(json!({
                 "causes": causes.iter().map(|(field, message)| json!({"reason": "FieldManagerConflict", "message": message, "field": field})).collect::<Vec<_>>(),
+            })),
+            TooManyRequests { causes, .. } => Some(json!({
+                "causes": causes.iter().map(|(reason, message)| json!({"reason": reason, "message": message})).collect::<Vec<_>>(),
             })),
             _ => None,
         };

@@ -18,6 +18,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod quota;
 pub mod selectors;
 pub mod tokens;
 

@@ -111,13 +111,19 @@ pub fn resource_list(st: &AppState, group: &str, version: &str, headers: &Header
             "categories": i.categories,
         }));
         for (sub, verbs) in subresources(s) {
-            resources.push(json!({
+            let mut r = json!({
                 "name": format!("{}/{sub}", i.plural),
                 "singularName": "",
                 "namespaced": i.namespaced,
                 "kind": i.kind,
                 "verbs": verbs,
-            }));
+            });
+            if let Some((group, version, kind)) = subresource_kind(&sub) {
+                r["group"] = json!(group);
+                r["version"] = json!(version);
+                r["kind"] = json!(kind);
+            }
+            resources.push(r);
         }
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
@@ -125,6 +131,15 @@ pub fn resource_list(st: &AppState, group: &str, version: &str, headers: &Header
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
         "application/json",
     ))
+}
+
+/// Subresources answering with another kind than their resource's (group, version, kind),
+/// as upstream lists them (kubectl drain finds the Eviction version this way).
+fn subresource_kind(sub: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    match sub {
+        "eviction" => Some(("policy", "v1", "Eviction")),
+        _ => None,
+    }
 }
 
 /// Served subresources and their verbs.
@@ -135,7 +150,7 @@ fn subresources(s: &GenericStore) -> Vec<(String, Vec<&'static str>)> {
             .iter()
             .map(|sub| {
                 let verbs = match sub.as_str() {
-                    "binding" | "token" => vec!["create"],
+                    "binding" | "token" | "eviction" => vec!["create"],
                     "log" => vec!["get"],
                     "exec" | "attach" | "portforward" => vec!["create", "get"],
                     _ => vec!["get", "patch", "update"],
@@ -188,7 +203,13 @@ fn aggregated_resource(s: &GenericStore) -> Value {
     let kind = json!({"group": i.group, "version": i.version, "kind": i.kind});
     let subs: Vec<Value> = subresources(s)
         .into_iter()
-        .map(|(sub, verbs)| json!({"subresource": sub, "responseKind": kind, "verbs": verbs}))
+        .map(|(sub, verbs)| {
+            let kind = match subresource_kind(&sub) {
+                Some((group, version, kind)) => json!({"group": group, "version": version, "kind": kind}),
+                None => kind.clone(),
+            };
+            json!({"subresource": sub, "responseKind": kind, "verbs": verbs})
+        })
         .collect();
     let mut r = json!({
         "resource": i.plural,

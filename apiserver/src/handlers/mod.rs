@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per area, each exposing `routes()`.
 
 pub mod discovery;
+pub mod eviction;
 pub mod health;
 pub mod metrics;
 pub mod negotiate;

@@ -18,7 +18,7 @@ use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
 use crate::fieldvalidation;
 use crate::registry::apply as registry_apply;
-use crate::handlers::{discovery, metrics, proxy, tokenrequest};
+use crate::handlers::{discovery, eviction, metrics, proxy, tokenrequest};
 use crate::handlers::negotiate::{self, Output};
 use crate::meta;
 use crate::patch;
@@ -118,7 +118,8 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         (&Method::PUT, Some(_)) if req.is_scale() => req.put_scale(read_body(body).await?).await,
         (&Method::PATCH, Some(_)) if req.is_scale() => req.patch_scale(read_body(body).await?).await,
         (&Method::POST, Some(_)) if req.t.subresource.as_deref() == Some("binding") => req.bind(read_body(body).await?).await,
-        (m, Some(_)) if req.t.subresource.as_deref() == Some("binding") => {
+        (&Method::POST, Some(_)) if req.t.subresource.as_deref() == Some("eviction") => req.evict(read_body(body).await?).await,
+        (m, Some(_)) if matches!(req.t.subresource.as_deref(), Some("binding" | "eviction")) => {
             Err(ApiError::MethodNotAllowed(format!("the server does not allow this method on the requested resource ({m})")))
         }
         (&Method::GET, Some(_)) => req.get().await,
@@ -552,6 +553,14 @@ impl Req {
             })
             .await?;
         let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        self.respond_plain(StatusCode::CREATED, &status)
+    }
+
+    /// `POST pods/NAME/eviction` (upstream's `EvictionREST`): see [`eviction`].
+    async fn evict(&self, body: Bytes) -> ApiResult<Response> {
+        self.check_namespace_param()?;
+        let body = self.parse_object(&body)?;
+        let status = eviction::evict(&self.st, &self.ctx, self.name(), &body).await?;
         self.respond_plain(StatusCode::CREATED, &status)
     }
 

@@ -126,7 +126,7 @@ pub fn all() -> Vec<Kind> {
     vec![
         // core/v1
         typed::<core::Namespace>(namespace::NamespaceStrategy, &["ns"], &[], &["status"]),
-        typed::<core::Pod>(pod::PodStrategy, &["po"], ALL, &["status", "binding", "log", "exec", "attach", "portforward"]),
+        typed::<core::Pod>(pod::PodStrategy, &["po"], ALL, &["status", "binding", "eviction", "log", "exec", "attach", "portforward"]),
         typed::<core::Service>(service::ServiceStrategy, &["svc"], ALL, STATUS),
         typed::<core::Endpoints>(endpoints::EndpointsStrategy, &["ep"], &[], &[]),
         typed::<core::ConfigMap>(configmap::ConfigMapStrategy, &["cm"], &[], &[]),
