@@ -175,7 +175,8 @@ fn scheduler_spreads_filters_and_reports_unschedulable() {
     // Nothing fits: PodScheduled=False/Unschedulable with upstream's message, and an event.
     server.kubectl_stdin_ok(&["apply", "-f", "-"], &pods_yaml("nowhere", 1, "  nodeSelector: {disk: hdd}\n"));
     let message = || jsonpath(&server, &["get", "pod", "nowhere-0"], r#"{.status.conditions[?(@.type=="PodScheduled")].reason} {.status.conditions[?(@.type=="PodScheduled")].message}"#);
-    let expected = "Unschedulable 0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: infra}, 2 node(s) didn't match Pod's node affinity/selector.";
+    let expected = "Unschedulable 0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: infra}, 2 node(s) didn't match Pod's node affinity/selector. \
+                    preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling..";
     assert!(poll(WAIT, || message() == expected), "{}", message());
     let evs = events(&server, "Pod");
     assert!(evs.contains("FailedScheduling 0/3 nodes are available"), "{evs}");
@@ -185,7 +186,8 @@ fn scheduler_spreads_filters_and_reports_unschedulable() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: huge}\nspec:\n  containers: [{name: c, image: nginx, resources: {requests: {cpu: '64'}}}]\n",
     );
     let huge = || jsonpath(&server, &["get", "pod", "huge"], r#"{.status.conditions[?(@.type=="PodScheduled")].message}"#);
-    assert!(poll(WAIT, || huge() == "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: infra}, 2 Insufficient cpu."), "{}", huge());
+    assert!(poll(WAIT, || huge() == "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: infra}, 2 Insufficient cpu. \
+        preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod.."), "{}", huge());
 
     // A new node that fits is used: the pending pod is retried when nodes change.
     let _more = Sim::start(&server.kubeconfig(), vec![SimNode::new("node-d").label("disk", "hdd")]);

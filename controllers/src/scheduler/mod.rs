@@ -1,27 +1,41 @@
-//! The scheduler (upstream's `default-scheduler`, reduced to its default filters and one
-//! score): binds every pending pod whose `schedulerName` is `default-scheduler` to a node
-//! through `POST pods/NAME/binding`.
+//! The scheduler (upstream's `default-scheduler` with its default plugins): binds every
+//! pending pod whose `schedulerName` is `default-scheduler` to a node through
+//! `POST pods/NAME/binding`.
 //!
 //! Reflectors cache pods and nodes; any change to either wakes one loop (debounced, and every
-//! 10 s as a resync) that takes each pending pod in creation order and:
-//! - filters nodes, in upstream's plugin order (the first failing filter is the node's reason):
-//!   Ready, not `spec.unschedulable`, NoSchedule/NoExecute taints vs tolerations,
-//!   `nodeSelector` and required node affinity, then requests (cpu, memory, pods) within
-//!   allocatable minus the requests of pods already there;
-//! - scores the rest by least-allocated (cpu and memory, with upstream's non-zero defaults
-//!   for pods without requests) and binds to the best;
-//! - when none fits, sets PodScheduled=False/Unschedulable with upstream's
-//!   `0/N nodes are available: ...` message and records FailedScheduling (once per message).
+//! 10 s as a resync) that takes the pending pods by priority, then creation, and for each:
+//! - filters nodes ([`filters`], in upstream's plugin order; the first failing filter gives
+//!   the node's reasons): Ready, NodeUnschedulable, TaintToleration, NodeAffinity (nodeSelector,
+//!   required terms incl. `matchFields`), NodePorts, NodeResourcesFit, PodTopologySpread
+//!   ([`spread`]), InterPodAffinity ([`interpod`]);
+//! - scores the feasible nodes ([`scores`], upstream's plugins and weights) and binds to the
+//!   best (the first by name on a tie);
+//! - when none fits, runs DefaultPreemption ([`preemption`]): victims get the
+//!   `DisruptionTarget` condition and are deleted, and the pod is nominated to their node
+//!   (`status.nominatedNodeName`, which holds the room against lower-priority pods); then it
+//!   sets PodScheduled=False/Unschedulable with upstream's `0/N nodes are available: ...`
+//!   message and records FailedScheduling (once per message).
 //!
 //! Pods it bound are "assumed" on their node until the cache shows the binding, so one pass
 //! never overcommits a node.
 
+mod filters;
+mod interpod;
+mod preemption;
+mod scores;
+mod snapshot;
+mod spread;
+
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
-use kube::api::{Api, Patch, PostParams};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, DeleteParams, Patch, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -29,34 +43,109 @@ use tokio::sync::Notify;
 use crate::{podutil, spawn_reflector};
 use crate::Ctx;
 
+pub(crate) use filters::tolerates;
+pub use snapshot::{parse_quantity, pod_requests, Requests};
+use filters::{filter, PodCtx, Status};
+use snapshot::{node_name, nominated_node, occupies_node, priority, Snapshot};
+
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 const MANAGER: &str = "default-scheduler";
 const RESYNC: Duration = Duration::from_secs(10);
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// How long a binding is assumed before the cache must show it.
 const ASSUME_TTL: Duration = Duration::from_secs(30);
-/// Upstream's defaults for scoring pods that request nothing (`DefaultMilliCPURequest`,
-/// `DefaultMemoryRequest`).
-const DEFAULT_MILLI_CPU: i64 = 100;
-const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
+const NO_NODES: &str = "no nodes available to schedule pods";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("binding pod {0} to node {1}: {2}")]
     BindFailed(String, String, #[source] kube::Error),
-    #[error("updating the PodScheduled condition of pod {0}: {1}")]
+    #[error("updating the status of pod {0}: {1}")]
     StatusUpdateFailed(String, #[source] kube::Error),
+    #[error("deleting preemption victim {0}: {1}")]
+    EvictFailed(String, #[source] kube::Error),
 }
 
+/// What the scheduler reads: pods and nodes (whose changes wake it), and the objects that
+/// name a pod's group for default topology spreading and namespace selectors.
+struct Caches {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    services: Store<Service>,
+    replicasets: Store<ReplicaSet>,
+    statefulsets: Store<StatefulSet>,
+    rcs: Store<ReplicationController>,
+}
+
+impl Caches {
+    async fn start(client: &kube::Client, wake: Arc<Notify>) -> Caches {
+        let quiet = Arc::new(Notify::new());
+        let caches = Caches {
+            pods: spawn_reflector(Api::all(client.clone()), wake.clone()),
+            nodes: spawn_reflector(Api::all(client.clone()), wake),
+            namespaces: spawn_reflector(Api::all(client.clone()), quiet.clone()),
+            services: spawn_reflector(Api::all(client.clone()), quiet.clone()),
+            replicasets: spawn_reflector(Api::all(client.clone()), quiet.clone()),
+            statefulsets: spawn_reflector(Api::all(client.clone()), quiet.clone()),
+            rcs: spawn_reflector(Api::all(client.clone()), quiet),
+        };
+        let _ = tokio::join!(caches.pods.wait_until_ready(), caches.nodes.wait_until_ready());
+        // The others only refine scoring and selectors: wait a little, not forever.
+        let others = async {
+            let _ = tokio::join!(
+                caches.namespaces.wait_until_ready(),
+                caches.services.wait_until_ready(),
+                caches.replicasets.wait_until_ready(),
+                caches.statefulsets.wait_until_ready(),
+                caches.rcs.wait_until_ready()
+            );
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), others).await;
+        caches
+    }
+
+    fn namespace_labels(&self) -> HashMap<String, BTreeMap<String, String>> {
+        self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect()
+    }
+
+    /// Upstream's `DefaultSelector`: the selectors of the pod's Services and of its
+    /// ReplicaSet, StatefulSet or ReplicationController, merged; `None` when empty.
+    fn default_selector(&self, pod: &Pod) -> Option<LabelSelector> {
+        let ns = pod.namespace().unwrap_or_default();
+        let mut sel = LabelSelector::default();
+        let labels = sel.match_labels.get_or_insert_with(BTreeMap::new);
+        for svc in self.services.state().iter().filter(|s| s.namespace().as_deref() == Some(&ns)) {
+            let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
+            if let Some(s) = selector.filter(|s| s.iter().all(|(k, v)| pod.labels().get(k) == Some(v))) {
+                labels.extend(s.clone());
+            }
+        }
+        let of = |o: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference| match o.kind.as_str() {
+            "ReplicaSet" => self.replicasets.get(&ObjectRef::new(&o.name).within(&ns)).and_then(|rs| rs.spec.as_ref().map(|s| s.selector.clone())),
+            "StatefulSet" => self.statefulsets.get(&ObjectRef::new(&o.name).within(&ns)).and_then(|ss| ss.spec.as_ref().map(|s| s.selector.clone())),
+            "ReplicationController" => {
+                let rc = self.rcs.get(&ObjectRef::new(&o.name).within(&ns));
+                rc.and_then(|rc| rc.spec.as_ref().and_then(|s| s.selector.clone())).map(|m| LabelSelector { match_labels: Some(m), match_expressions: None })
+            }
+            _ => None,
+        };
+        let owned = podutil::controller_of(pod.owner_references()).and_then(of);
+        if let Some(o) = owned {
+            labels.extend(o.match_labels.unwrap_or_default());
+            sel.match_expressions = o.match_expressions;
+        }
+        let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+        (!empty).then_some(sel)
+    }
+}
 
 pub async fn run(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
     let notify = Arc::new(Notify::new());
-    let pods = spawn_reflector(Api::<Pod>::all(ctx.client.clone()), notify.clone());
-    let nodes = spawn_reflector(Api::<Node>::all(ctx.client.clone()), notify.clone());
-    let (_, _) = tokio::join!(pods.wait_until_ready(), nodes.wait_until_ready());
-    let mut sched = Scheduler { ctx, assumed: HashMap::new() };
+    let caches = Caches::start(&ctx.client, notify.clone()).await;
+    let mut sched = Scheduler { ctx, assumed: HashMap::new(), nominated: HashMap::new() };
     loop {
-        sched.pass(&pods.state(), &nodes.state()).await;
+        sched.pass(&caches).await;
         tokio::select! {
             _ = notify.notified() => tokio::time::sleep(DEBOUNCE).await,
             _ = tokio::time::sleep(RESYNC) => {}
@@ -66,19 +155,14 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
 
 struct Scheduler {
     ctx: Arc<Ctx>,
-    /// pod uid → (node, requests, when bound): bindings the cache may not show yet.
-    assumed: HashMap<String, (String, Requests, Instant)>,
+    /// pod uid → (the pod as bound, when): bindings the cache may not show yet.
+    assumed: HashMap<String, (Arc<Pod>, Instant)>,
+    /// pod uid → node: nominations written that the cache may not show yet.
+    nominated: HashMap<String, (String, Instant)>,
 }
 
-/// What a pod asks of a node.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Requests {
-    pub milli_cpu: i64,
-    pub memory: i64,
-}
-
-fn node_name(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default()
+fn uid(pod: &Pod) -> String {
+    pod.uid().unwrap_or_default()
 }
 
 fn is_pending(pod: &Pod) -> bool {
@@ -86,41 +170,115 @@ fn is_pending(pod: &Pod) -> bool {
     node_name(pod).is_empty() && sched == SCHEDULER_NAME && podutil::is_active(pod)
 }
 
+/// Upstream's `FitError`: `0/N nodes are available: <histogram of reasons>.`
+fn fit_error(nodes: usize, reasons: &[String]) -> String {
+    let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons {
+        *histogram.entry(r.as_str()).or_default() += 1;
+    }
+    let mut parts: Vec<String> = histogram.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    let detail = if parts.is_empty() { String::new() } else { format!(" {}.", parts.join(", ")) };
+    format!("0/{nodes} nodes are available:{detail}")
+}
+
+/// Filters and scores the nodes for `pod`: the best node, else every node's status.
+fn pick(pod: &Pod, snap: &Snapshot, default_selector: Option<LabelSelector>) -> Result<String, Vec<Status>> {
+    let ctx = PodCtx::new(pod, snap);
+    let results: Vec<Result<(), Status>> = snap.nodes.iter().map(|ni| filter(&ctx, ni)).collect();
+    let feasible: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
+    if feasible.is_empty() {
+        return Err(results.into_iter().filter_map(Result::err).collect());
+    }
+    let totals = scores::total(&ctx, snap, &feasible, default_selector);
+    let best = totals.iter().enumerate().max_by_key(|(n, s)| (**s, std::cmp::Reverse(*n))).map_or(0, |(n, _)| n);
+    Ok(snap.nodes[feasible[best]].name.clone())
+}
+
+/// The snapshot as `pod` sees it: pods nominated to a node (preemptors waiting for their
+/// victims to go) with at least its priority hold their room there.
+fn with_nominated<'a>(snap: &'a Snapshot, pod: &Pod, nominated: &[(Arc<Pod>, String)]) -> Cow<'a, Snapshot> {
+    let holding: Vec<_> = nominated.iter().filter(|(p, _)| uid(p) != uid(pod) && priority(p) >= priority(pod)).collect();
+    if holding.is_empty() {
+        return Cow::Borrowed(snap);
+    }
+    let mut view = snap.clone();
+    for (p, node) in holding {
+        if let Some(i) = view.index(node) {
+            view.nodes[i].add_pod(p.clone());
+        }
+    }
+    Cow::Owned(view)
+}
+
 impl Scheduler {
-    async fn pass(&mut self, pods: &[Arc<Pod>], nodes: &[Arc<Node>]) {
-        // Forget assumptions the cache now shows (or that expired).
-        let bound: HashMap<String, &str> = pods.iter().filter(|p| !node_name(p).is_empty()).map(|p| (p.uid().unwrap_or_default(), node_name(p))).collect();
-        let live: std::collections::HashSet<String> = pods.iter().map(|p| p.uid().unwrap_or_default()).collect();
-        self.assumed.retain(|uid, (_, _, at)| !bound.contains_key(uid) && live.contains(uid) && at.elapsed() < ASSUME_TTL);
+    /// Forgets assumptions and nominations the cache now shows (or that expired).
+    fn forget_seen(&mut self, pods: &[Arc<Pod>]) {
+        let by_uid: HashMap<String, &Arc<Pod>> = pods.iter().map(|p| (uid(p), p)).collect();
+        self.assumed.retain(|u, (_, at)| by_uid.get(u).is_some_and(|p| node_name(p).is_empty()) && at.elapsed() < ASSUME_TTL);
+        self.nominated.retain(|u, (node, at)| by_uid.get(u).is_some_and(|p| is_pending(p) && nominated_node(p) != node) && at.elapsed() < ASSUME_TTL);
+    }
 
-        // Usage per node: requests (actual and non-zero) and pod counts.
-        let mut usage: HashMap<String, Usage> = HashMap::new();
-        for p in pods.iter().filter(|p| !node_name(p).is_empty() && podutil::is_active(p) || is_terminating_on_node(p)) {
-            usage.entry(node_name(p).to_string()).or_default().add(pod_requests(p));
-        }
-        for (node, req, _) in self.assumed.values() {
-            usage.entry(node.clone()).or_default().add(*req);
-        }
+    async fn pass(&mut self, caches: &Caches) {
+        let pods = caches.pods.state();
+        self.forget_seen(&pods);
+        let placed = pods.iter().filter(|p| occupies_node(p)).cloned().chain(self.assumed.values().map(|(p, _)| p.clone()));
+        let mut snap = Snapshot::new(&caches.nodes.state(), placed.collect::<Vec<_>>(), caches.namespace_labels());
 
-        let mut pending: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_pending(p) && !self.assumed.contains_key(&p.uid().unwrap_or_default())).collect();
-        pending.sort_by_key(|p| (p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), p.name_any()));
+        let mut pending: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_pending(p) && !self.assumed.contains_key(&uid(p))).collect();
+        pending.sort_by_key(|p| (std::cmp::Reverse(priority(p)), p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), p.name_any()));
         for pod in pending {
-            match pick(pod, nodes, &usage) {
+            let nominated = self.nominations(&pods);
+            let view = with_nominated(&snap, pod, &nominated);
+            match pick(pod, &view, caches.default_selector(pod)) {
                 Ok(node) => {
-                    let req = pod_requests(pod);
-                    match self.bind(pod, &node).await {
-                        Ok(()) => {
-                            usage.entry(node.clone()).or_default().add(req);
-                            self.assumed.insert(pod.uid().unwrap_or_default(), (node, req, Instant::now()));
-                        }
-                        Err(e) => tracing::debug!(error = %e, "binding failed; retried on the next pass"),
+                    if let Err(e) = self.bind(pod, &node).await {
+                        tracing::debug!(error = %e, "binding failed; retried on the next pass");
+                        continue;
+                    }
+                    let mut bound = Pod::clone(pod);
+                    bound.spec.get_or_insert_with(Default::default).node_name = Some(node.clone());
+                    let bound = Arc::new(bound);
+                    if let Some(i) = snap.index(&node) {
+                        snap.nodes[i].add_pod(bound.clone());
+                    }
+                    self.assumed.insert(uid(pod), (bound, Instant::now()));
+                }
+                Err(statuses) => {
+                    if let Err(e) = self.failed(pod, &view, statuses).await {
+                        tracing::debug!(error = %e, "handling an unschedulable pod failed");
                     }
                 }
-                Err(message) => {
-                    if let Err(e) = self.unschedulable(pod, &message).await {
-                        tracing::debug!(error = %e, "reporting an unschedulable pod failed");
-                    }
-                }
+            }
+        }
+    }
+
+    /// Pending pods nominated to a node, with the nominations this scheduler just wrote.
+    fn nominations(&self, pods: &[Arc<Pod>]) -> Vec<(Arc<Pod>, String)> {
+        let node_of = |p: &Pod| self.nominated.get(&uid(p)).map(|(n, _)| n.clone()).unwrap_or_else(|| nominated_node(p).to_string());
+        pods.iter().filter(|p| is_pending(p)).map(|p| (p.clone(), node_of(p))).filter(|(_, n)| !n.is_empty()).collect()
+    }
+
+    /// No node fits: preemption (upstream's PostFilter), then the Unschedulable report.
+    async fn failed(&mut self, pod: &Pod, snap: &Snapshot, statuses: Vec<Status>) -> Result<(), Error> {
+        if snap.nodes.is_empty() {
+            return self.unschedulable(pod, NO_NODES, None).await;
+        }
+        let reasons: Vec<String> = statuses.iter().flat_map(|s| s.reasons.iter().cloned()).collect();
+        let message = fit_error(snap.nodes.len(), &reasons);
+        let candidate = preemption::eligible(pod, snap).and_then(|()| preemption::find(pod, snap, &statuses));
+        match candidate {
+            Ok(c) => {
+                self.preempt(pod, &c).await?;
+                self.nominated.insert(uid(pod), (c.node.clone(), Instant::now()));
+                self.unschedulable(pod, &message, Some(&c.node)).await
+            }
+            Err(why) => {
+                // A pod whose preemption cannot help loses its nomination (unless it waits
+                // for its victims to go).
+                let waiting = why.starts_with("not eligible due to a terminating pod");
+                let nomination = if waiting { None } else { Some("") };
+                self.unschedulable(pod, &format!("{message} preemption: {why}."), nomination).await
             }
         }
     }
@@ -142,295 +300,62 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Sets PodScheduled=False/Unschedulable with `message`, once per distinct message.
-    async fn unschedulable(&self, pod: &Pod, message: &str) -> Result<(), Error> {
+    /// Evicts the candidate's victims: the DisruptionTarget condition through `pods/status`,
+    /// then a delete, and a Preempted event.
+    async fn preempt(&self, pod: &Pod, c: &preemption::Candidate) -> Result<(), Error> {
+        for victim in &c.victims {
+            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &victim.namespace().unwrap_or_default());
+            let scheduler = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(SCHEDULER_NAME);
+            let cond = json!({"type": "DisruptionTarget", "status": "True", "reason": preemption::REASON,
+                "message": format!("{scheduler}: preempting to accommodate a higher priority pod"), "lastTransitionTime": podutil::now_rfc3339()});
+            let patch = json!({"status": {"conditions": conditions_with(victim, cond)}});
+            api.patch_status(&victim.name_any(), &crate::patch_params(MANAGER), &Patch::Merge(patch))
+                .await
+                .map_err(|e| Error::StatusUpdateFailed(victim.name_any(), e))?;
+            match api.delete(&victim.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::EvictFailed(victim.name_any(), e)),
+            }
+            let note = format!("Preempted by pod {} on node {}", uid(pod), c.node);
+            podutil::event(&self.ctx, victim.as_ref(), false, "Preempted", "Preempting", note).await;
+        }
+        Ok(())
+    }
+
+    /// Sets PodScheduled=False/Unschedulable with `message` (and `nominatedNodeName` when
+    /// given; empty clears it), once per distinct message and nomination.
+    async fn unschedulable(&self, pod: &Pod, message: &str, nominate: Option<&str>) -> Result<(), Error> {
         let current = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
-        if current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message)) {
+        let same_message = current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message));
+        if same_message && nominate.is_none_or(|n| n == nominated_node(pod)) {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
-        let mut conds: Vec<serde_json::Value> = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .map(|c| c.iter().filter(|c| c.type_ != "PodScheduled").map(|c| serde_json::to_value(c).unwrap_or_default()).collect())
-            .unwrap_or_default();
-        conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-            "lastProbeTime": null, "lastTransitionTime": podutil::now_rfc3339()}));
-        let patch = json!({"metadata": {"resourceVersion": pod.resource_version()}, "status": {"conditions": conds}});
+        let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+            "lastProbeTime": null, "lastTransitionTime": podutil::now_rfc3339()});
+        let mut status = json!({"conditions": conditions_with(pod, cond)});
+        if let Some(node) = nominate {
+            status["nominatedNodeName"] = if node.is_empty() { json!(null) } else { json!(node) };
+        }
+        let patch = json!({"metadata": {"resourceVersion": pod.resource_version()}, "status": status});
         api.patch_status(&pod.name_any(), &crate::patch_params(MANAGER), &Patch::Merge(patch))
             .await
             .map_err(|e| Error::StatusUpdateFailed(pod.name_any(), e))?;
-        podutil::event(&self.ctx, pod, true, "FailedScheduling", "Scheduling", message.to_string()).await;
+        if !same_message {
+            podutil::event(&self.ctx, pod, true, "FailedScheduling", "Scheduling", message.to_string()).await;
+        }
         Ok(())
     }
 }
 
-/// A pod still holding its node's resources while it terminates.
-fn is_terminating_on_node(p: &Pod) -> bool {
-    !node_name(p).is_empty() && p.metadata.deletion_timestamp.is_some()
-}
-
-#[derive(Default)]
-struct Usage {
-    requested: Requests,
-    /// With upstream's non-zero defaults, for scoring.
-    non_zero: Requests,
-    pods: i64,
-}
-
-impl Usage {
-    fn add(&mut self, r: Requests) {
-        self.requested.milli_cpu += r.milli_cpu;
-        self.requested.memory += r.memory;
-        self.non_zero.milli_cpu += if r.milli_cpu == 0 { DEFAULT_MILLI_CPU } else { r.milli_cpu };
-        self.non_zero.memory += if r.memory == 0 { DEFAULT_MEMORY } else { r.memory };
-        self.pods += 1;
-    }
-}
-
-/// A quantity (`100m`, `1.5`, `128Mi`, `1e3`) in units of `1/scale`, rounded up.
-pub fn parse_quantity(q: &str, scale: f64) -> i64 {
-    let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let Ok(n) = num.parse::<f64>() else { return 0 };
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => s[1..].parse::<i32>().map_or(1.0, |e| 10f64.powi(e)),
-        _ => 1.0,
-    };
-    (n * mult * scale).ceil() as i64
-}
-
-fn resource(list: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, name: &str, scale: f64) -> i64 {
-    list.and_then(|l| l.get(name)).map_or(0, |q| parse_quantity(&q.0, scale))
-}
-
-/// The pod's effective requests (upstream's `computePodResourceRequest`): the larger of the
-/// containers' sum and any init container, plus overhead.
-pub fn pod_requests(pod: &Pod) -> Requests {
-    let Some(spec) = pod.spec.as_ref() else { return Requests::default() };
-    let of = |c: &k8s_openapi::api::core::v1::Container| {
-        let r = c.resources.as_ref();
-        let req = r.and_then(|r| r.requests.as_ref());
-        let lim = r.and_then(|r| r.limits.as_ref());
-        let get = |name: &str, scale: f64| {
-            let v = resource(req, name, scale);
-            if v == 0 { resource(lim, name, scale) } else { v }
-        };
-        Requests { milli_cpu: get("cpu", 1000.0), memory: get("memory", 1.0) }
-    };
-    let mut total = Requests::default();
-    for c in &spec.containers {
-        let r = of(c);
-        total.milli_cpu += r.milli_cpu;
-        total.memory += r.memory;
-    }
-    for c in spec.init_containers.iter().flatten() {
-        let r = of(c);
-        total.milli_cpu = total.milli_cpu.max(r.milli_cpu);
-        total.memory = total.memory.max(r.memory);
-    }
-    total.milli_cpu += resource(spec.overhead.as_ref(), "cpu", 1000.0);
-    total.memory += resource(spec.overhead.as_ref(), "memory", 1.0);
-    total
-}
-
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
-}
-
-pub(crate) fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if tol.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
-        return false;
-    }
-    let key = tol.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        _ => tol.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default() && (!key.is_empty()),
-    }
-}
-
-fn requirement_matches(req: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    let have = labels.get(&req.key);
-    match req.operator.as_str() {
-        "In" => have.is_some_and(|v| values.contains(v)),
-        "NotIn" => have.is_none_or(|v| !values.contains(v)),
-        "Exists" => have.is_some(),
-        "DoesNotExist" => have.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (have.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
-                return false;
-            };
-            if req.operator == "Gt" { v > bound } else { v < bound }
-        }
-        _ => false,
-    }
-}
-
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.labels();
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let name: BTreeMap<String, String> = [("metadata.name".to_string(), node.name_any())].into();
-    exprs.iter().all(|r| requirement_matches(r, labels)) && fields.iter().all(|r| requirement_matches(r, &name))
-}
-
-fn selector_and_affinity_match(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else { return true };
-    if !spec.node_selector.iter().flatten().all(|(k, v)| node.labels().get(k) == Some(v)) {
-        return false;
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
-    required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
-}
-
-/// Filters the nodes for `pod` and picks the least allocated; else the `0/N nodes are
-/// available: ...` message.
-fn pick(pod: &Pod, nodes: &[Arc<Node>], usage: &HashMap<String, Usage>) -> Result<String, String> {
-    let req = pod_requests(pod);
-    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut best: Option<(i64, String)> = None;
-    let empty = Usage::default();
-    let mut sorted: Vec<&Arc<Node>> = nodes.iter().collect();
-    sorted.sort_by_key(|n| n.name_any());
-    for node in sorted {
-        let mut why: Vec<String> = Vec::new();
-        let spec = node.spec.as_ref();
-        if !node_ready(node) {
-            why.push("node(s) were not ready".into());
-        } else if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
-            why.push("node(s) were unschedulable".into());
-        } else if let Some(t) = spec
-            .and_then(|s| s.taints.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerations.iter().any(|tol| tolerates(tol, t)))
-        {
-            why.push(format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value.as_deref().unwrap_or_default()));
-        } else if !selector_and_affinity_match(pod, node) {
-            why.push("node(s) didn't match Pod's node affinity/selector".into());
-        } else {
-            let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
-            let cpu = resource(alloc, "cpu", 1000.0);
-            let mem = resource(alloc, "memory", 1.0);
-            let max_pods = resource(alloc, "pods", 1.0);
-            let used = usage.get(&node.name_any()).unwrap_or(&empty);
-            if used.pods + 1 > max_pods {
-                why.push("Too many pods".into());
-            }
-            if req.milli_cpu > 0 && used.requested.milli_cpu + req.milli_cpu > cpu {
-                why.push("Insufficient cpu".into());
-            }
-            if req.memory > 0 && used.requested.memory + req.memory > mem {
-                why.push("Insufficient memory".into());
-            }
-            if why.is_empty() {
-                // Least allocated: mean free fraction of cpu and memory after placing the pod.
-                let nz_cpu = used.non_zero.milli_cpu + if req.milli_cpu == 0 { DEFAULT_MILLI_CPU } else { req.milli_cpu };
-                let nz_mem = used.non_zero.memory + if req.memory == 0 { DEFAULT_MEMORY } else { req.memory };
-                let free = |cap: i64, used: i64| if cap <= 0 || used > cap { 0 } else { (cap - used) * 100 / cap };
-                let score = (free(cpu, nz_cpu) + free(mem, nz_mem)) / 2;
-                if best.as_ref().is_none_or(|(s, _)| score > *s) {
-                    best = Some((score, node.name_any()));
-                }
-                continue;
-            }
-        }
-        for w in why {
-            *reasons.entry(w).or_default() += 1;
-        }
-    }
-    if let Some((_, node)) = best {
-        return Ok(node);
-    }
-    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    parts.sort();
-    let detail = if parts.is_empty() { String::new() } else { format!(" {}.", parts.join(", ")) };
-    Err(format!("0/{} nodes are available:{detail}", nodes.len()))
+/// The pod's conditions with `cond` replacing the one of its type.
+fn conditions_with(pod: &Pod, cond: serde_json::Value) -> Vec<serde_json::Value> {
+    let existing = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten();
+    let mut conds: Vec<serde_json::Value> = existing.filter(|c| json!(c.type_) != cond["type"]).map(|c| serde_json::to_value(c).unwrap_or_default()).collect();
+    conds.push(cond);
+    conds
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("100m", 1000.0), 100);
-        assert_eq!(parse_quantity("2", 1000.0), 2000);
-        assert_eq!(parse_quantity("1.5", 1000.0), 1500);
-        assert_eq!(parse_quantity("128Mi", 1.0), 128 * 1024 * 1024);
-        assert_eq!(parse_quantity("1G", 1.0), 1_000_000_000);
-        assert_eq!(parse_quantity("110", 1.0), 110);
-    }
-
-    fn node(name: &str, labels: &[(&str, &str)], taints: Vec<Taint>) -> Arc<Node> {
-        let n: Node = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
-            "spec": {"taints": taints},
-            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}, "conditions": [{"type": "Ready", "status": "True"}]},
-        }))
-        .unwrap();
-        Arc::new(n)
-    }
-
-    #[test]
-    fn filters_and_messages() {
-        let taint = Taint { key: "dedicated".into(), value: Some("infra".into()), effect: "NoSchedule".into(), time_added: None };
-        let nodes = vec![node("a", &[("disk", "ssd")], vec![]), node("b", &[], vec![taint])];
-        let usage = HashMap::new();
-        let plain: Pod = serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
-        assert_eq!(pick(&plain, &nodes, &usage).unwrap(), "a");
-        let ssd: Pod = serde_json::from_value(json!({"spec": {"nodeSelector": {"disk": "hdd"}, "containers": [{"name": "c", "image": "i"}]}})).unwrap();
-        assert_eq!(
-            pick(&ssd, &nodes, &usage).unwrap_err(),
-            "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: infra}."
-        );
-        let big: Pod = serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "3"}}}],
-            "tolerations": [{"key": "dedicated", "operator": "Exists"}]}}))
-        .unwrap();
-        assert_eq!(pick(&big, &nodes, &usage).unwrap_err(), "0/2 nodes are available: 2 Insufficient cpu.");
-    }
-
-    #[test]
-    fn match_fields_pin_a_pod_to_a_named_node() {
-        let nodes = vec![node("a", &[], vec![]), node("b", &[], vec![])];
-        let pinned: Pod = serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "image": "i"}],
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}}))
-        .unwrap();
-        assert_eq!(pick(&pinned, &nodes, &HashMap::new()).unwrap(), "b");
-    }
-}
+mod tests;
