@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
@@ -51,6 +52,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("endpoints", |ctx| Box::pin(endpoints::run_endpoints(ctx))),
     ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
     ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
+    ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
 ];
 
 /// A reflector cache of `api`, kept current in the background; every change wakes `notify`.

@@ -310,16 +310,18 @@ impl Sync<'_> {
                     if let Some(refs) = self.wanted_claim_refs(&claim, pod, false) {
                         claim.metadata.owner_references = Some(refs).filter(|r| !r.is_empty());
                     }
+                    // Action `CreateClaim`: the recorder folds events of one object with the
+                    // same reason and action into a series (keeping the first note).
                     let note_ok = format!("create Claim {cname} Pod {} in StatefulSet {} success", pod.name_any(), self.name());
                     match self.pvcs.create(&pp, &claim).await {
                         Ok(created) => {
-                            podutil::event(self.ctx, self.set, false, "SuccessfulCreate", "Create", note_ok).await;
+                            podutil::event(self.ctx, self.set, false, "SuccessfulCreate", "CreateClaim", note_ok).await;
                             self.claims.insert(cname, created);
                         }
                         Err(kube::Error::Api(e)) if e.code == 409 => {}
                         Err(e) => {
                             let note = format!("create Claim {cname} for Pod {} in StatefulSet {} failed error: {e}", pod.name_any(), self.name());
-                            podutil::event(self.ctx, self.set, true, "FailedCreate", "Create", note).await;
+                            podutil::event(self.ctx, self.set, true, "FailedCreate", "CreateClaim", note).await;
                             return Err(Error::CreateFailed(format!("claim {cname}"), e));
                         }
                     }

@@ -1,0 +1,256 @@
+//! The StatefulSet and DaemonSet controllers inside `krust server`, seen through kubectl,
+//! with simulated nodes (see `sim`) standing in for kubelets.
+
+mod common;
+mod sim;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{poll, TestServer};
+use sim::{Sim, SimNode};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn jsonpath(server: &TestServer, args: &[&str], path: &str) -> String {
+    let mut a: Vec<&str> = args.to_vec();
+    let p = format!("jsonpath={path}");
+    a.extend(["-o", &p]);
+    let out = server.kubectl(&a);
+    common::text(&out.stdout).trim().to_string()
+}
+
+/// `reason note` of the events.k8s.io Events about objects of `kind`, one a line, oldest first.
+fn events(server: &TestServer, kind: &str) -> String {
+    let path = format!(r#"{{range .items[?(@.regarding.kind=="{kind}")]}}{{.reason}} {{.note}}{{"\n"}}{{end}}"#);
+    jsonpath(server, &["get", "events.events.k8s.io", "--sort-by=.eventTime"], &path)
+}
+
+/// Pods with label `sel`: name → (image of the first container, phase, node, deleting).
+fn pods(server: &TestServer, sel: &str) -> BTreeMap<String, (String, String, String, bool)> {
+    let out = jsonpath(
+        server,
+        &["get", "pods", "-l", sel],
+        r#"{range .items[*]}{.metadata.name} {.spec.containers[0].image} {.status.phase} {.spec.nodeName}/ {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    );
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() >= 4).then(|| (f[0].to_string(), (f[1].to_string(), f[2].to_string(), f[3].trim_end_matches('/').to_string(), f.get(4).is_some_and(|d| !d.is_empty()))))
+        })
+        .collect()
+}
+
+fn names(p: &BTreeMap<String, (String, String, String, bool)>) -> Vec<String> {
+    p.keys().cloned().collect()
+}
+
+const STS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: nginx}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: nginx
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeSelector: {pool: web}
+      containers: [{name: c, image: "nginx:1"}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+
+#[test]
+fn statefulset_orders_pods_keeps_claims_and_rolls_updates() {
+    let server = TestServer::start();
+    let _sim = Sim::start(&server.kubeconfig(), vec![SimNode::new("node-a"), SimNode::new("node-b")]);
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], STS);
+    let status = || jsonpath(&server, &["get", "sts", "web"], "{.status.observedGeneration} {.status.replicas} {.status.readyReplicas}");
+
+    // No node has the pool label: web-0 stays Pending, and OrderedReady creates nothing else.
+    assert!(poll(WAIT, || status().starts_with("1 1")), "status: {}", status());
+    let p = pods(&server, "app=web");
+    assert_eq!(names(&p), ["web-0"], "only web-0 before it is Ready: {p:?}");
+    assert_eq!(p["web-0"].1, "Pending");
+    assert_eq!(jsonpath(&server, &["get", "pvc"], "{.items[*].metadata.name}"), "www-web-0");
+
+    // Once a node fits, web-0 runs, then web-1, then web-2, each after the previous is Ready.
+    server.kubectl_ok(&["label", "node", "node-a", "pool=web"]);
+    assert!(poll(WAIT, || status() == "1 3 3"), "status: {}\n{}", status(), server.kubectl_ok(&["get", "pods", "-o", "wide"]));
+    let created = jsonpath(&server, &["get", "events.events.k8s.io", "--sort-by=.eventTime"], r#"{range .items[?(@.reason=="SuccessfulCreate")]}{.note}{"\n"}{end}"#);
+    let pod_creates: Vec<&str> = created.lines().filter(|l| l.starts_with("create Pod ")).collect();
+    assert_eq!(
+        pod_creates,
+        ["create Pod web-0 in StatefulSet web successful", "create Pod web-1 in StatefulSet web successful", "create Pod web-2 in StatefulSet web successful"],
+        "{created}"
+    );
+    let ready_at = |pod: &str| jsonpath(&server, &["get", "pod", pod], r#"{.status.conditions[?(@.type=="Ready")].lastTransitionTime}"#);
+    let created_at = |pod: &str| jsonpath(&server, &["get", "pod", pod], "{.metadata.creationTimestamp}");
+    assert!(ready_at("web-0") <= created_at("web-1") && ready_at("web-1") <= created_at("web-2"), "creation follows readiness");
+    let identity = jsonpath(
+        &server,
+        &["get", "pod", "web-1"],
+        r#"{.metadata.labels.statefulset\.kubernetes\.io/pod-name} {.metadata.labels.apps\.kubernetes\.io/pod-index} {.spec.hostname} {.spec.subdomain} {.spec.volumes[?(@.name=="www")].persistentVolumeClaim.claimName} {.metadata.ownerReferences[0].kind}"#,
+    );
+    assert_eq!(identity, "web-1 1 web-1 nginx www-web-1 StatefulSet");
+    assert_eq!(jsonpath(&server, &["get", "pvc", "-l", "app=web"], "{.items[*].metadata.name}"), "www-web-0 www-web-1 www-web-2");
+    let rev = jsonpath(&server, &["get", "sts", "web"], "{.status.currentRevision} {.status.updateRevision}");
+    let (current, update) = rev.split_once(' ').unwrap();
+    assert_eq!(current, update);
+    assert_eq!(jsonpath(&server, &["get", "pod", "web-2"], "{.metadata.labels.controller-revision-hash}"), update);
+    assert_eq!(jsonpath(&server, &["get", "controllerrevision", update], "{.revision} {.metadata.ownerReferences[0].name}"), "1 web");
+    let out = server.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    assert!(out.contains("partitioned roll out complete: 3 new pods have been updated"), "{out}");
+
+    // A deleted pod comes back under the same name.
+    let uid = jsonpath(&server, &["get", "pod", "web-1"], "{.metadata.uid}");
+    server.kubectl_ok(&["delete", "pod", "web-1", "--wait=true", "--timeout=30s"]);
+    assert!(
+        poll(WAIT, || { let u = jsonpath(&server, &["get", "pod", "web-1"], "{.metadata.uid} {.status.phase}"); !u.starts_with(&uid) && u.ends_with("Running") }),
+        "web-1 was not recreated"
+    );
+
+    // Scale down through the scale subresource: highest ordinal first, one at a time; claims stay.
+    server.kubectl_ok(&["scale", "statefulset", "web", "--replicas=1"]);
+    let mut seen = Vec::new();
+    assert!(
+        poll(WAIT, || {
+            let n = names(&pods(&server, "app=web"));
+            if seen.last() != Some(&n) {
+                seen.push(n.clone());
+            }
+            n == ["web-0"] && status() == "2 1 1"
+        }),
+        "scale down: {seen:?} {}",
+        status()
+    );
+    for state in &seen {
+        let expected: Vec<String> = (0..state.len()).map(|i| format!("web-{i}")).collect();
+        assert_eq!(state, &expected, "pods go highest ordinal first: {seen:?}");
+    }
+    assert_eq!(jsonpath(&server, &["get", "pvc", "-l", "app=web"], "{.items[*].metadata.name}"), "www-web-0 www-web-1 www-web-2");
+    server.kubectl_ok(&["scale", "statefulset", "web", "--replicas=3"]);
+    assert!(poll(WAIT, || status() == "3 3 3"), "scale up: {}", status());
+
+    // A rolling update replaces pods from the highest ordinal down.
+    server.kubectl_ok(&["set", "image", "statefulset/web", "c=nginx:2"]);
+    let mut seen = Vec::new();
+    let updated_suffix = |p: &BTreeMap<String, (String, String, String, bool)>, image: &str| {
+        let images: Vec<bool> = (0..3).map(|i| p.get(&format!("web-{i}")).is_some_and(|x| x.0 == image)).collect();
+        images.windows(2).all(|w| !w[0] || w[1])
+    };
+    assert!(
+        poll(WAIT, || {
+            let p = pods(&server, "app=web");
+            seen.push(p.clone());
+            p.len() == 3 && p.values().all(|x| x.0 == "nginx:2" && x.1 == "Running")
+        }),
+        "rolling update: {:?}",
+        seen.last()
+    );
+    assert!(seen.iter().all(|p| updated_suffix(p, "nginx:2")), "updated pods are always the highest ordinals: {seen:?}");
+    let out = server.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    assert!(out.contains("partitioned roll out complete: 3 new pods have been updated"), "{out}");
+    let rev = || jsonpath(&server, &["get", "sts", "web"], "{.status.currentRevision} {.status.updateRevision} {.status.updatedReplicas} {.status.currentReplicas}");
+    assert!(poll(WAIT, || { let r = rev(); let f: Vec<&str> = r.split(' ').collect(); f[0] == f[1] && f[0] != update && f[2] == "3" && f[3] == "3" }), "revisions: {}", rev());
+    let history = server.kubectl_ok(&["rollout", "history", "statefulset/web"]);
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let deleted = events(&server, "StatefulSet");
+    assert!(deleted.contains("SuccessfulDelete delete Pod web-2 in StatefulSet web successful"), "{deleted}");
+
+    // rollout undo goes back to the first template, again highest ordinal first.
+    let out = server.kubectl_ok(&["rollout", "undo", "statefulset/web"]);
+    assert!(out.contains("rolled back"), "{out}");
+    let mut seen = Vec::new();
+    assert!(
+        poll(WAIT, || {
+            let p = pods(&server, "app=web");
+            seen.push(p.clone());
+            p.len() == 3 && p.values().all(|x| x.0 == "nginx:1" && x.1 == "Running")
+        }),
+        "undo: {:?}",
+        seen.last()
+    );
+    assert!(seen.iter().all(|p| updated_suffix(p, "nginx:1")), "undo goes highest ordinal first: {seen:?}");
+    server.kubectl_ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    let history = server.kubectl_ok(&["rollout", "history", "statefulset/web"]);
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, ["2", "3"], "the first revision became the third: {history}");
+    assert!(poll(WAIT, || rev().starts_with(&format!("{update} {update} 3 3"))), "back at the first revision: {} (want {update})", rev());
+
+    // Deleting the set removes its pods but keeps the claims (whenDeleted: Retain).
+    server.kubectl_ok(&["delete", "statefulset", "web", "--wait=true", "--timeout=30s"]);
+    assert!(poll(WAIT, || pods(&server, "app=web").is_empty()), "pods left: {:?}", pods(&server, "app=web"));
+    assert_eq!(jsonpath(&server, &["get", "pvc", "-l", "app=web"], "{.items[*].metadata.name}"), "www-web-0 www-web-1 www-web-2");
+}
+
+const PARALLEL: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  podManagementPolicy: Parallel
+  updateStrategy: {type: OnDelete}
+  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      nodeSelector: {pool: db}
+      containers: [{name: c, image: "pg:1"}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+
+#[test]
+fn statefulset_parallel_ondelete_and_claim_retention() {
+    let server = TestServer::start();
+    let _sim = Sim::start(&server.kubeconfig(), vec![SimNode::new("node-a")]);
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], PARALLEL);
+    // Parallel: every pod is created without waiting, though none can be scheduled.
+    assert!(poll(WAIT, || names(&pods(&server, "app=db")) == ["db-0", "db-1", "db-2"]), "parallel: {:?}", pods(&server, "app=db"));
+    assert!(pods(&server, "app=db").values().all(|p| p.1 == "Pending"));
+    server.kubectl_ok(&["label", "node", "node-a", "pool=db"]);
+    let status = || jsonpath(&server, &["get", "sts", "db"], "{.status.replicas} {.status.readyReplicas} {.status.availableReplicas}");
+    assert!(poll(WAIT, || status() == "3 3 3"), "status: {}", status());
+    let owner = jsonpath(&server, &["get", "pvc", "data-db-1"], "{.metadata.ownerReferences[*].kind}");
+    assert_eq!(owner, "StatefulSet", "whenDeleted: Delete makes the set own the claims");
+
+    // OnDelete: a template change replaces nothing until a pod is deleted.
+    server.kubectl_ok(&["set", "image", "statefulset/db", "c=pg:2"]);
+    let gen = || jsonpath(&server, &["get", "sts", "db"], "{.status.observedGeneration} {.status.updatedReplicas} {.status.currentReplicas}");
+    assert!(poll(WAIT, || gen() == "2 0 3"), "status after the template change: {}", gen());
+    assert!(pods(&server, "app=db").values().all(|p| p.0 == "pg:1"));
+    server.kubectl_ok(&["delete", "pod", "db-1", "--wait=true", "--timeout=30s"]);
+    assert!(poll(WAIT, || pods(&server, "app=db").get("db-1").is_some_and(|p| p.0 == "pg:2" && p.1 == "Running")), "db-1 not updated: {:?}", pods(&server, "app=db"));
+    assert_eq!(pods(&server, "app=db")["db-2"].0, "pg:1");
+    assert!(poll(WAIT, || gen() == "2 1 2"), "status: {}", gen());
+
+    // whenScaled: Delete — a scaled-down pod's claim goes with it.
+    server.kubectl_ok(&["scale", "statefulset", "db", "--replicas=2"]);
+    let claims = || jsonpath(&server, &["get", "pvc", "-l", "app=db"], "{.items[*].metadata.name}");
+    assert!(poll(WAIT, || claims() == "data-db-0 data-db-1"), "claims after scale down: {}", claims());
+    assert_eq!(names(&pods(&server, "app=db")), ["db-0", "db-1"]);
+    // whenDeleted: Delete — the rest go with the set.
+    server.kubectl_ok(&["delete", "statefulset", "db"]);
+    assert!(poll(WAIT, || claims().is_empty() && pods(&server, "app=db").is_empty()), "left: {} {:?}", claims(), pods(&server, "app=db"));
+}
