@@ -11,6 +11,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod job;
@@ -21,6 +22,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podutil;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revision;
 pub mod rootca;
 pub mod scheduler;
@@ -51,6 +53,8 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("endpointslice", |ctx| Box::pin(endpoints::run_endpoint_slices(ctx))),
     ("endpoints", |ctx| Box::pin(endpoints::run_endpoints(ctx))),
     ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
+    ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
+    ("disruption", |ctx| Box::pin(disruption::run(ctx))),
     ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
     ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
 ];
