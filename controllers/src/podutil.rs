@@ -87,6 +87,11 @@ pub fn now_rfc3339() -> String {
 
 /// Publishes an Event about `obj`; failures are logged, never fatal.
 pub async fn event<K: Resource<DynamicType = ()>>(ctx: &Ctx, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+    event_from(&ctx.recorder, obj, warning, reason, action, note).await
+}
+
+/// [`event`] through another recorder (the scheduler reports as `default-scheduler`).
+pub async fn event_from<K: Resource<DynamicType = ()>>(recorder: &kube::runtime::events::Recorder, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
     let reference = ObjectReference {
         api_version: Some(K::api_version(&()).into_owned()),
         kind: Some(K::kind(&()).into_owned()),
@@ -103,7 +108,7 @@ pub async fn event<K: Resource<DynamicType = ()>>(ctx: &Ctx, obj: &K, warning: b
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+    if let Err(e) = recorder.publish(&ev, &reference).await {
         tracing::warn!(error = %e, reason, "publishing an event failed");
     }
 }

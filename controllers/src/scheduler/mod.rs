@@ -35,6 +35,7 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, Patch, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use serde_json::json;
@@ -143,7 +144,10 @@ impl Caches {
 pub async fn run(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
     let notify = Arc::new(Notify::new());
     let caches = Caches::start(&ctx.client, notify.clone()).await;
-    let mut sched = Scheduler { ctx, assumed: HashMap::new(), nominated: HashMap::new() };
+    // Events come from `default-scheduler`, as upstream's (`kubectl describe`: From).
+    let reporter = Reporter { controller: SCHEDULER_NAME.into(), instance: Some(format!("{SCHEDULER_NAME}-{}", ctx.config.identity)) };
+    let recorder = Recorder::new(ctx.client.clone(), reporter);
+    let mut sched = Scheduler { ctx, recorder, assumed: HashMap::new(), nominated: HashMap::new() };
     loop {
         sched.pass(&caches).await;
         tokio::select! {
@@ -155,6 +159,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
 
 struct Scheduler {
     ctx: Arc<Ctx>,
+    recorder: Recorder,
     /// pod uid → (the pod as bound, when): bindings the cache may not show yet.
     assumed: HashMap<String, (Arc<Pod>, Instant)>,
     /// pod uid → node: nominations written that the cache may not show yet.
@@ -296,7 +301,7 @@ impl Scheduler {
             .await
             .map_err(|e| Error::BindFailed(pod.name_any(), node.into(), e))?;
         let note = format!("Successfully assigned {ns}/{} to {node}", pod.name_any());
-        podutil::event(&self.ctx, pod, false, "Scheduled", "Binding", note).await;
+        podutil::event_from(&self.recorder, pod, false, "Scheduled", "Binding", note).await;
         Ok(())
     }
 
@@ -318,7 +323,7 @@ impl Scheduler {
                 Err(e) => return Err(Error::EvictFailed(victim.name_any(), e)),
             }
             let note = format!("Preempted by pod {} on node {}", uid(pod), c.node);
-            podutil::event(&self.ctx, victim.as_ref(), false, "Preempted", "Preempting", note).await;
+            podutil::event_from(&self.recorder, victim.as_ref(), false, "Preempted", "Preempting", note).await;
         }
         Ok(())
     }
@@ -343,7 +348,7 @@ impl Scheduler {
             .await
             .map_err(|e| Error::StatusUpdateFailed(pod.name_any(), e))?;
         if !same_message {
-            podutil::event(&self.ctx, pod, true, "FailedScheduling", "Scheduling", message.to_string()).await;
+            podutil::event_from(&self.recorder, pod, true, "FailedScheduling", "Scheduling", message.to_string()).await;
         }
         Ok(())
     }
