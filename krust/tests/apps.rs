@@ -254,3 +254,138 @@ fn statefulset_parallel_ondelete_and_claim_retention() {
     server.kubectl_ok(&["delete", "statefulset", "db"]);
     assert!(poll(WAIT, || claims().is_empty() && pods(&server, "app=db").is_empty()), "left: {} {:?}", claims(), pods(&server, "app=db"));
 }
+
+const DS: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: c, image: "agent:1"}]
+"#;
+
+const EDGE: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: edge}
+spec:
+  selector: {matchLabels: {app: edge}}
+  template:
+    metadata: {labels: {app: edge}}
+    spec:
+      nodeSelector: {role: edge}
+      tolerations: [{key: dedicated, operator: Exists}]
+      containers: [{name: c, image: "edge:1"}]
+"#;
+
+/// Nodes of the running, not deleting pods with label `sel`, with their images.
+fn daemon_pods(server: &TestServer, sel: &str) -> BTreeMap<String, Vec<String>> {
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, (image, phase, node, deleting)) in pods(server, sel) {
+        if phase == "Running" && !deleting {
+            by_node.entry(node).or_default().push(image);
+        }
+    }
+    by_node
+}
+
+fn revisions(history: &str) -> Vec<String> {
+    history.lines().skip(2).filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+}
+
+#[test]
+fn daemonset_covers_eligible_nodes_and_rolls_updates() {
+    let server = TestServer::start();
+    let _sim = Sim::start(
+        &server.kubeconfig(),
+        vec![SimNode::new("node-a"), SimNode::new("node-b"), SimNode::new("node-t").taint("dedicated", "db", "NoSchedule")],
+    );
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], DS);
+    let status = || {
+        jsonpath(
+            &server,
+            &["get", "ds", "agent"],
+            "{.status.observedGeneration} {.status.desiredNumberScheduled} {.status.currentNumberScheduled} {.status.numberReady} {.status.updatedNumberScheduled} {.status.numberAvailable} {.status.numberMisscheduled}",
+        )
+    };
+    // Both untainted nodes get one pod; the tainted node none.
+    assert!(poll(WAIT, || status() == "1 2 2 2 2 2 0"), "status: {}\n{}", status(), server.kubectl_ok(&["get", "pods", "-o", "wide"]));
+    let expected: BTreeMap<String, Vec<String>> = [("node-a".to_string(), vec!["agent:1".to_string()]), ("node-b".to_string(), vec!["agent:1".to_string()])].into();
+    assert_eq!(daemon_pods(&server, "app=agent"), expected);
+    let pod = jsonpath(&server, &["get", "pods", "-l", "app=agent"], "{.items[0].metadata.name}");
+    let shape = jsonpath(
+        &server,
+        &["get", "pod", &pod],
+        r#"{.metadata.labels.pod-template-generation} {.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].key} {.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}"#,
+    );
+    assert_eq!(shape, "1 metadata.name DaemonSet/agent");
+    let hash = jsonpath(&server, &["get", "pod", &pod], "{.metadata.labels.controller-revision-hash}");
+    assert_eq!(jsonpath(&server, &["get", "controllerrevision", &format!("agent-{hash}")], "{.revision}"), "1");
+    let tolerations = jsonpath(&server, &["get", "pod", &pod], r#"{range .spec.tolerations[*]}{.key}:{.effect} {end}"#);
+    for t in [
+        "node.kubernetes.io/not-ready:NoExecute",
+        "node.kubernetes.io/unreachable:NoExecute",
+        "node.kubernetes.io/disk-pressure:NoSchedule",
+        "node.kubernetes.io/memory-pressure:NoSchedule",
+        "node.kubernetes.io/pid-pressure:NoSchedule",
+        "node.kubernetes.io/unschedulable:NoSchedule",
+    ] {
+        assert!(tolerations.contains(t), "{t} missing: {tolerations}");
+    }
+
+    // A node added later gets a pod.
+    let _sim_c = Sim::start(&server.kubeconfig(), vec![SimNode::new("node-c")]);
+    assert!(poll(WAIT, || status() == "1 3 3 3 3 3 0"), "status with node-c: {}", status());
+    assert!(daemon_pods(&server, "app=agent").contains_key("node-c"));
+
+    // A template update rolls over every node, one node without an available pod at a time.
+    server.kubectl_ok(&["set", "image", "daemonset/agent", "c=agent:2"]);
+    let mut worst = 0;
+    assert!(
+        poll(WAIT, || {
+            let p = daemon_pods(&server, "app=agent");
+            worst = worst.max(3 - p.len());
+            p.len() == 3 && p.values().all(|i| i == &["agent:2"]) && status() == "2 3 3 3 3 3 0"
+        }),
+        "rolling update: {:?} {}",
+        daemon_pods(&server, "app=agent"),
+        status()
+    );
+    assert!(worst <= 1, "more than maxUnavailable=1 nodes lacked a pod during the update");
+    assert_eq!(jsonpath(&server, &["get", "pods", "-l", "app=agent"], "{.items[*].metadata.labels.pod-template-generation}"), "2 2 2");
+    let out = server.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(out.contains("daemon set \"agent\" successfully rolled out"), "{out}");
+    assert_eq!(revisions(&server.kubectl_ok(&["rollout", "history", "daemonset/agent"])), ["1", "2"]);
+
+    // rollout undo brings the first template back, as revision 3.
+    let out = server.kubectl_ok(&["rollout", "undo", "daemonset/agent"]);
+    assert!(out.contains("rolled back"), "{out}");
+    assert!(
+        poll(WAIT, || { let p = daemon_pods(&server, "app=agent"); p.len() == 3 && p.values().all(|i| i == &["agent:1"]) }),
+        "undo: {:?}",
+        daemon_pods(&server, "app=agent")
+    );
+    server.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert_eq!(revisions(&server.kubectl_ok(&["rollout", "history", "daemonset/agent"])), ["2", "3"]);
+    assert!(poll(WAIT, || jsonpath(&server, &["get", "pods", "-l", "app=agent"], "{.items[*].metadata.labels.controller-revision-hash}") == format!("{hash} {hash} {hash}")));
+
+    // A removed node loses its pod.
+    server.kubectl_ok(&["delete", "node", "node-c"]);
+    assert!(poll(WAIT, || status().ends_with(" 2 2 2 2 2 0") && !daemon_pods(&server, "app=agent").contains_key("node-c")), "status: {}", status());
+    assert!(poll(WAIT, || pods(&server, "app=agent").len() == 2), "{:?}", pods(&server, "app=agent"));
+
+    // Eligibility by node labels, and a tolerated taint.
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], EDGE);
+    let edge = || jsonpath(&server, &["get", "ds", "edge"], "{.status.observedGeneration} {.status.desiredNumberScheduled} {.status.numberReady}");
+    assert!(poll(WAIT, || edge() == "1 0 0"), "edge: {}", edge());
+    server.kubectl_ok(&["label", "node", "node-t", "role=edge"]);
+    assert!(poll(WAIT, || edge() == "1 1 1"), "edge: {}", edge());
+    assert_eq!(daemon_pods(&server, "app=edge").keys().collect::<Vec<_>>(), ["node-t"]);
+    server.kubectl_ok(&["label", "node", "node-t", "role-"]);
+    assert!(poll(WAIT, || edge() == "1 0 0" && pods(&server, "app=edge").is_empty()), "edge: {} {:?}", edge(), pods(&server, "app=edge"));
+    let evs = events(&server, "DaemonSet");
+    assert!(evs.contains("SuccessfulCreate Created pod: agent-") && evs.contains("SuccessfulDelete Deleted pod: agent-"), "{evs}");
+}
