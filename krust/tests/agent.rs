@@ -269,7 +269,7 @@ fn a_second_agent_joins_with_the_token_and_runs_pods() {
 
     // A pod placed on the joined node runs there, and its logs come through its kubelet.
     let overrides = r#"{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-203"}}}"#;
-    s.kubectl_ok(&["run", "far", &format!("--image={}", registry.image()), "--restart=Never", &format!("--overrides={overrides}"), "--", "sh", "-c", "echo on $(hostname); sleep 3600"]);
+    s.kubectl_ok(&["run", "far", &format!("--image={}", registry.image()), "--restart=Never", &format!("--overrides={overrides}"), "--", "sh", "-c", "echo on $(hostname); i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]);
     let out = s.kubectl(&["wait", "--for=condition=Ready", "pod/far", "--timeout=60s"]);
     assert!(out.status.success(), "pod not ready: {}\n{}\n--- agent log ---\n{}", String::from_utf8_lossy(&out.stderr), s.kubectl_ok(&["get", "pod", "far", "-o", "yaml"]), agent.output());
     assert_eq!(jsonpath(&s, "far", "{.spec.nodeName}"), "node-203");
@@ -278,7 +278,22 @@ fn a_second_agent_joins_with_the_token_and_runs_pods() {
         let l = s.kubectl_ok(&["logs", "far"]);
         (!l.is_empty()).then_some(l)
     });
-    assert_eq!(logs.trim(), "on far");
+    assert_eq!(logs.lines().next(), Some("on far"));
+    // The agent restarts (SIGKILL, as a crash): it adopts the running container instead of
+    // starting it again, and the container keeps logging meanwhile (its log shim outlives the
+    // agent; without one it would die of SIGPIPE on its next line).
+    let container = jsonpath(&s, "far", "{.status.containerStatuses[0].containerID}");
+    let ticks = |l: &str| l.lines().filter(|l| l.starts_with("tick ")).count();
+    let before = ticks(&s.kubectl_ok(&["logs", "far"]));
+    agent.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    wait_for("logs to keep growing across the agent restart", Duration::from_secs(60), || {
+        let out = s.kubectl(&["logs", "far"]);
+        (out.status.success() && ticks(&String::from_utf8_lossy(&out.stdout)) > before + 10).then_some(())
+    });
+    assert_eq!(jsonpath(&s, "far", "{.status.containerStatuses[0].containerID}"), container, "agent log:\n{}", agent.output());
+    assert_eq!(jsonpath(&s, "far", "{.status.containerStatuses[0].restartCount}"), "0");
+    assert!(agent.output().contains("adopted a running container"), "{}", agent.output());
     let uid = jsonpath(&s, "far", "{.metadata.uid}");
     s.kubectl_ok(&["delete", "pod", "far", "--grace-period=1", "--timeout=60s"]);
     assert_nothing_left_on(&uid, &agent._dir.path().join("agent"));

@@ -209,18 +209,22 @@ pub(super) fn wait_child(pid: i32, before_reap: impl FnOnce()) -> (i32, Option<i
     }
 }
 
-fn reaper(entry: Arc<Entry>, pid: i32, logs_done: std::sync::mpsc::Receiver<()>) {
+fn reaper(entry: Arc<Entry>, pid: i32, mut shim: Option<std::process::Child>) {
     let (exit_code, signal) = wait_child(pid, || {
         *entry.live_pid.lock().unwrap() = None;
     });
-    // Let the log copiers drain the pipes first, so "Exited" means the log is complete. The pid
+    // Let the log shim drain the pipes first, so "Exited" means the log is complete. The pid
     // namespace died with its init, so the pipes close at once; the bound is for safety.
     let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match logs_done.recv_timeout(left) {
-            Ok(()) => continue,
-            Err(_) => break,
+    while let Some(child) = shim.as_mut() {
+        match child.try_wait() {
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                // Still copying after the deadline: reap it later rather than leave a zombie.
+                let mut child = shim.take().expect("shim");
+                std::thread::spawn(move || child.wait());
+            }
+            _ => shim = None,
         }
     }
     let reason = if exit_code == 0 {
@@ -542,29 +546,20 @@ impl Runtime {
         let started_at = Utc::now();
         entry.set_running(started.pid, started.pid_start, started_at);
 
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        for (fd, stream) in [(started.stdout, "stdout"), (started.stderr, "stderr")] {
-            match pipe::Receiver::from_owned_fd(fd) {
-                Ok(rx) => {
-                    tokio::spawn(logs::copy(
-                        rx,
-                        stream,
-                        spec.log_path.clone(),
-                        done_tx.clone(),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(id = %spec.id, error = %e, "cannot read the container's {stream}")
-                }
+        let shim = logs::spawn_shim(&self.helper.program, &self.helper.args, &spec.log_path, started.stdout, started.stderr);
+        let shim = match shim {
+            Ok(child) => Some(child),
+            Err(e) => {
+                tracing::warn!(id = %spec.id, error = %e, "cannot start the log shim: the container's output is lost");
+                None
             }
-        }
-        drop(done_tx);
+        };
         let pid = started.pid;
         let e2 = entry.clone();
         std::thread::Builder::new()
             .name("krust-reaper".into())
             .stack_size(256 * 1024)
-            .spawn(move || reaper(e2, pid, done_rx))
+            .spawn(move || reaper(e2, pid, shim))
             .ctx(|| "spawning the reaper thread".to_string())?;
         tracing::debug!(id = %spec.id, pid, elapsed = ?t0.elapsed(), "container started");
         Ok(())

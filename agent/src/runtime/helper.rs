@@ -98,6 +98,7 @@ enum Reply {
 /// If this process was started as the runtime helper, serves the request and exits; otherwise
 /// returns at once. Call it first thing in `main()`, before any thread or runtime is started.
 pub fn run_helper_if_requested() {
+    super::logs::run_shim_if_requested();
     let Ok(req) = std::env::var(HELPER_ENV) else {
         return;
     };

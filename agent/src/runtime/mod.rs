@@ -1,5 +1,5 @@
 //! The node agent's container runtime: pod sandboxes, CNI networking and containers run
-//! through youki's `libcontainer` (no shim, no pause process).
+//! through youki's `libcontainer` (no pause process; a small log shim per container).
 //!
 //! **The binary must call [`run_helper_if_requested`] first thing in `main()`**: container
 //! create/start and exec run in a short-lived single-threaded re-exec of the agent binary (the
@@ -24,10 +24,11 @@
 //! `remove_sandbox` removes `/krust/pods/<pod id>` in every mounted hierarchy.
 //!
 //! The container init process is a child of the agent (libcontainer `as_sibling`); a reaper thread per container
-//! `waitpid`s it and records the exit. Its stdout/stderr are pipes copied by tokio tasks into the
-//! CRI log file. Limitations: `tty` and `stdin` of [`ContainerSpec`] are ignored (stdin is
-//! /dev/null); after an agent restart, containers that are still running keep running but their
-//! output is no longer copied (the pipes died with the old agent) and their exit code is unknown.
+//! `waitpid`s it and records the exit. Its stdout/stderr are pipes read by a log shim (a re-exec
+//! of the same binary, one per container, in its own process group) that writes the CRI log
+//! file and outlives the agent. Limitations: `tty` and `stdin` of [`ContainerSpec`] are ignored
+//! (stdin is /dev/null); after an agent restart, containers that are still running keep running
+//! and logging, but their exit code is unknown (they are no longer the agent's children).
 
 mod cgroups;
 mod cni;
