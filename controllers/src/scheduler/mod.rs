@@ -232,8 +232,8 @@ impl Scheduler {
 
         let mut pending: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_pending(p) && !self.assumed.contains_key(&uid(p))).collect();
         pending.sort_by_key(|p| (std::cmp::Reverse(priority(p)), p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), p.name_any()));
+        let mut nominated = self.nominations(&pods);
         for pod in pending {
-            let nominated = self.nominations(&pods);
             let view = with_nominated(&snap, pod, &nominated);
             match pick(pod, &view, caches.default_selector(pod)) {
                 Ok(node) => {
@@ -250,8 +250,14 @@ impl Scheduler {
                     self.assumed.insert(uid(pod), (bound, Instant::now()));
                 }
                 Err(statuses) => {
-                    if let Err(e) = self.failed(pod, &view, statuses).await {
-                        tracing::debug!(error = %e, "handling an unschedulable pod failed");
+                    match self.failed(pod, &view, statuses, &nominated).await {
+                        // Lower-priority pods nominated there lost their nomination.
+                        Ok(Some(node)) => {
+                            nominated.retain(|(p, n)| uid(p) != uid(pod) && !(*n == node && priority(p) < priority(pod)));
+                            nominated.push((pod.clone(), node));
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "handling an unschedulable pod failed"),
                     }
                 }
             }
@@ -264,10 +270,11 @@ impl Scheduler {
         pods.iter().filter(|p| is_pending(p)).map(|p| (p.clone(), node_of(p))).filter(|(_, n)| !n.is_empty()).collect()
     }
 
-    /// No node fits: preemption (upstream's PostFilter), then the Unschedulable report.
-    async fn failed(&mut self, pod: &Pod, snap: &Snapshot, statuses: Vec<Status>) -> Result<(), Error> {
+    /// No node fits: preemption (upstream's PostFilter), then the Unschedulable report; the
+    /// node the pod is nominated to when it preempted.
+    async fn failed(&mut self, pod: &Pod, snap: &Snapshot, statuses: Vec<Status>, nominated: &[(Arc<Pod>, String)]) -> Result<Option<String>, Error> {
         if snap.nodes.is_empty() {
-            return self.unschedulable(pod, NO_NODES, None).await;
+            return self.unschedulable(pod, NO_NODES, None).await.map(|()| None);
         }
         let reasons: Vec<String> = statuses.iter().flat_map(|s| s.reasons.iter().cloned()).collect();
         let message = fit_error(snap.nodes.len(), &reasons);
@@ -275,15 +282,20 @@ impl Scheduler {
         match candidate {
             Ok(c) => {
                 self.preempt(pod, &c).await?;
+                let lower = nominated.iter().filter(|(p, n)| *n == c.node && priority(p) < priority(pod) && uid(p) != uid(pod));
+                for (p, _) in lower {
+                    self.nominated.remove(&uid(p));
+                    self.clear_nomination(p).await?;
+                }
                 self.nominated.insert(uid(pod), (c.node.clone(), Instant::now()));
-                self.unschedulable(pod, &message, Some(&c.node)).await
+                self.unschedulable(pod, &message, Some(&c.node)).await.map(|()| Some(c.node))
             }
             Err(why) => {
                 // A pod whose preemption cannot help loses its nomination (unless it waits
                 // for its victims to go).
                 let waiting = why.starts_with("not eligible due to a terminating pod");
                 let nomination = if waiting { None } else { Some("") };
-                self.unschedulable(pod, &format!("{message} preemption: {why}."), nomination).await
+                self.unschedulable(pod, &format!("{message} preemption: {why}."), nomination).await.map(|()| None)
             }
         }
     }
@@ -325,6 +337,14 @@ impl Scheduler {
             let note = format!("Preempted by pod {} on node {}", uid(pod), c.node);
             podutil::event_from(&self.recorder, victim.as_ref(), false, "Preempted", "Preempting", note).await;
         }
+        Ok(())
+    }
+
+    /// Upstream's `ClearNominatedNodeName`.
+    async fn clear_nomination(&self, pod: &Pod) -> Result<(), Error> {
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = json!({"status": {"nominatedNodeName": null}});
+        api.patch_status(&pod.name_any(), &crate::patch_params(MANAGER), &Patch::Merge(patch)).await.map_err(|e| Error::StatusUpdateFailed(pod.name_any(), e))?;
         Ok(())
     }
 
