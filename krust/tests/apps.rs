@@ -245,6 +245,17 @@ fn statefulset_parallel_ondelete_and_claim_retention() {
     assert_eq!(pods(&server, "app=db")["db-2"].0, "pg:1");
     assert!(poll(WAIT, || gen() == "2 1 2"), "status: {}", gen());
 
+    // A failed pod is deleted and recreated under its name (at the update revision, OnDelete).
+    let uid = jsonpath(&server, &["get", "pod", "db-2"], "{.metadata.uid}");
+    server.kubectl_ok(&["annotate", "pod", "db-2", &format!("{}=1", sim::EXIT_CODE)]);
+    assert!(
+        poll(WAIT, || { let u = jsonpath(&server, &["get", "pod", "db-2"], "{.metadata.uid} {.status.phase} {.spec.containers[0].image}"); !u.starts_with(&uid) && u.ends_with("Running pg:2") }),
+        "db-2 was not recreated: {}",
+        jsonpath(&server, &["get", "pod", "db-2"], "{.metadata.uid} {.status.phase}")
+    );
+    let evs = events(&server, "StatefulSet");
+    assert!(evs.contains("RecreatingFailedPod StatefulSet default/db is recreating failed Pod db-2"), "{evs}");
+
     // whenScaled: Delete — a scaled-down pod's claim goes with it.
     server.kubectl_ok(&["scale", "statefulset", "db", "--replicas=2"]);
     let claims = || jsonpath(&server, &["get", "pvc", "-l", "app=db"], "{.items[*].metadata.name}");
@@ -371,6 +382,20 @@ fn daemonset_covers_eligible_nodes_and_rolls_updates() {
     server.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
     assert_eq!(revisions(&server.kubectl_ok(&["rollout", "history", "daemonset/agent"])), ["2", "3"]);
     assert!(poll(WAIT, || jsonpath(&server, &["get", "pods", "-l", "app=agent"], "{.items[*].metadata.labels.controller-revision-hash}") == format!("{hash} {hash} {hash}")));
+
+    // A failed daemon pod is replaced.
+    let victim = jsonpath(&server, &["get", "pods", "-l", "app=agent", "--field-selector", "spec.nodeName=node-b"], "{.items[0].metadata.name}");
+    server.kubectl_ok(&["annotate", "pod", &victim, &format!("{}=1", sim::EXIT_CODE)]);
+    assert!(
+        poll(WAIT, || {
+            let names = jsonpath(&server, &["get", "pods", "-l", "app=agent", "--field-selector", "spec.nodeName=node-b"], "{.items[*].metadata.name}");
+            !names.contains(&victim) && daemon_pods(&server, "app=agent").get("node-b").is_some_and(|p| p.len() == 1)
+        }),
+        "the failed pod was not replaced: {:?}",
+        pods(&server, "app=agent")
+    );
+    let evs = events(&server, "DaemonSet");
+    assert!(evs.contains(&format!("FailedDaemonPod Found failed daemon pod default/{victim} on node node-b, will try to kill it")), "{evs}");
 
     // A removed node loses its pod.
     server.kubectl_ok(&["delete", "node", "node-c"]);
