@@ -96,10 +96,18 @@ pub fn to_json(u: &Usage) -> Value {
     Value::Object(u.iter().map(|(k, a)| (k.clone(), json!(a.format()))).collect::<Map<String, Value>>())
 }
 
-/// `a + b`, per resource (the format of `a`'s entry wins, as upstream's `quota.Add`).
+/// `a + b`, per resource (the format of `a`'s entry wins unless it is zero, as upstream's
+/// `Quantity.Add`).
 pub fn add(a: &mut Usage, b: &Usage) {
     for (k, v) in b {
-        a.entry(k.clone()).and_modify(|x| x.nano += v.nano).or_insert(*v);
+        a.entry(k.clone())
+            .and_modify(|x| {
+                if x.nano == 0 {
+                    x.binary = v.binary;
+                }
+                x.nano += v.nano;
+            })
+            .or_insert(*v);
     }
 }
 
@@ -472,6 +480,9 @@ mod tests {
         let mut a = parse_list(&json!({"memory": "500Mi"}));
         add(&mut a, &parse_list(&json!({"memory": "524Mi"})));
         assert_eq!(a["memory"].format(), "1Gi");
+        let mut zero = parse_list(&json!({"memory": "0"}));
+        add(&mut zero, &parse_list(&json!({"memory": "512Mi"})));
+        assert_eq!(zero["memory"].format(), "512Mi");
     }
 
     #[test]
