@@ -402,6 +402,23 @@ fn daemonset_covers_eligible_nodes_and_rolls_updates() {
     assert!(poll(WAIT, || status().ends_with(" 2 2 2 2 2 0") && !daemon_pods(&server, "app=agent").contains_key("node-c")), "status: {}", status());
     assert!(poll(WAIT, || pods(&server, "app=agent").len() == 2), "{:?}", pods(&server, "app=agent"));
 
+    // With maxSurge the new pod starts beside the old one: no node is ever without a pod.
+    server.kubectl_ok(&["patch", "daemonset", "agent", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#]);
+    server.kubectl_ok(&["set", "image", "daemonset/agent", "c=agent:3"]);
+    let mut fewest = usize::MAX;
+    assert!(
+        poll(WAIT, || {
+            let p = daemon_pods(&server, "app=agent");
+            fewest = fewest.min(p.len());
+            p.len() == 2 && p.values().all(|i| i == &["agent:3"]) && status().ends_with(" 2 2 2 2 2 0")
+        }),
+        "surge update: {:?} {}",
+        daemon_pods(&server, "app=agent"),
+        status()
+    );
+    assert_eq!(fewest, 2, "a node was left without a running pod during a surge update");
+    assert!(poll(WAIT, || pods(&server, "app=agent").len() == 2), "old pods left: {:?}", pods(&server, "app=agent"));
+
     // Eligibility by node labels, and a tolerated taint.
     server.kubectl_stdin_ok(&["apply", "-f", "-"], EDGE);
     let edge = || jsonpath(&server, &["get", "ds", "edge"], "{.status.observedGeneration} {.status.desiredNumberScheduled} {.status.numberReady}");
