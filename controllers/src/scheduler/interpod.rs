@@ -129,7 +129,9 @@ impl FilterState {
                 pods_exist = false;
             }
         }
-        if !pods_exist && !(self.affinity_counts.is_empty() && self.self_matches) {
+        // The first of a group with affinity to itself may go anywhere.
+        let first_of_group = self.affinity_counts.is_empty() && self.self_matches;
+        if !(pods_exist || first_of_group) {
             return Err(Status::unresolvable(AFFINITY_RULES));
         }
         if self.anti.iter().filter_map(|t| t.domain(ni)).any(|d| self.anti_counts.get(&d).copied().unwrap_or(0) > 0) {
