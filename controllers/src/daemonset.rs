@@ -246,6 +246,8 @@ struct Sync<'a> {
     hash: String,
     min_ready: i64,
     next_check: Option<i64>,
+    /// Whether pods were created or deleted (the pod list is then read again).
+    changed: bool,
 }
 
 impl Sync<'_> {
@@ -262,7 +264,8 @@ impl Sync<'_> {
     }
 
     /// Creates pods on `nodes` and deletes `victims` (upstream's `syncNodes`).
-    async fn sync_nodes(&self, victims: &[&Pod], nodes: &[String]) -> Result<(), Error> {
+    async fn sync_nodes(&mut self, victims: &[&Pod], nodes: &[String]) -> Result<(), Error> {
+        self.changed |= !victims.is_empty() || !nodes.is_empty();
         let name = self.ds.name_any();
         let spec = self.ds.spec.clone().unwrap_or_default();
         let mut template = spec.template;
@@ -557,19 +560,25 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         let all = pods_api.list(&ListParams::default()).await.map_err(|e| Error::ListFailed(name.clone(), "pods", e))?.items;
         Ok::<_, Error>(revision::claim(&pods_api, &oref, false, Some(&spec.selector), all, |_| true, MANAGER).await)
     };
-    let mut s = Sync { ctx: &ctx, ds: &ds, pods: pods_api.clone(), hash: hash.clone(), min_ready: i64::from(spec.min_ready_seconds.unwrap_or(0)), next_check: None };
+    let mut s = Sync { ctx: &ctx, ds: &ds, pods: pods_api.clone(), hash: hash.clone(), min_ready: i64::from(spec.min_ready_seconds.unwrap_or(0)), next_check: None, changed: false };
 
-    let by_node = group_by_node(&list().await?);
+    let mut all = list().await?;
+    let mut by_node = group_by_node(&all);
     let mut result = s.manage(&nodes, &by_node).await;
     let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
     if result.is_ok() && rolling {
-        let by_node = group_by_node(&list().await?);
+        if std::mem::take(&mut s.changed) {
+            all = list().await?;
+            by_node = group_by_node(&all);
+        }
         result = s.rolling_update(&nodes, &by_node).await;
     }
 
     // Status, from the pods as they are now (upstream's updateDaemonSetStatus).
-    let all = list().await?;
-    let by_node = group_by_node(&all);
+    if s.changed {
+        all = list().await?;
+        by_node = group_by_node(&all);
+    }
     let generation = template_generation(&ds);
     let (mut desired, mut current, mut misscheduled, mut ready, mut available, mut updated) = (0, 0, 0, 0, 0, 0);
     for node in &nodes {
