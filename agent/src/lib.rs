@@ -4,6 +4,7 @@
 //! server only through the wire API, with its own node credentials ([`join`]).
 
 pub mod dns;
+pub mod hash;
 pub mod images;
 pub mod join;
 pub mod kubelet;

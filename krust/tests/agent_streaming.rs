@@ -183,6 +183,38 @@ spec:
     let out = s.kubectl(&["attach", "box", "-c", "nope"]);
     assert!(!out.status.success());
 
+    // attach -i: stdin reaches a container with `stdin: true`; with stdinOnce the end of
+    // kubectl's input is the end of the container's, which then finishes.
+    let reader = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: reader}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: r, image: \"{image}\", stdin: true, stdinOnce: true, command: [sh, -c, \"while read l; do echo got $l; done; echo bye\"]}}]\n"
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &reader);
+    s.kubectl_ok(&["wait", "--for=condition=Ready", "pod/reader", "--timeout=60s"]);
+    let out = s.kubectl_stdin(&["attach", "-i", "reader"], "a\nb\n");
+    assert_eq!(text(&out.stdout), "got a\ngot b\nbye\n", "stderr: {}", text(&out.stderr));
+    wait_for("the reader to finish", Duration::from_secs(30), || {
+        text(&s.kubectl(&["get", "pod", "reader", "-o", "jsonpath={.status.phase}"]).stdout) == "Succeeded"
+    });
+
+    // run -it --rm: a terminal container, typed input, removed afterwards.
+    let cmd = format!(
+        "{} --kubeconfig {} --cache-dir {} run tty --image={image} --restart=Never -it --rm -- sh -c 'read x; echo typed $x; tty; test -t 0 && echo stdin-is-a-tty'",
+        kubectl_bin(),
+        s.kubeconfig().display(),
+        s.data_dir().join("kubectl-cache").display()
+    );
+    let mut child = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Typed at once: the terminal keeps it until kubectl, attached, reads it. Stdin stays
+    // open until the end (script hangs up on end of input).
+    let mut typing = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut typing, b"go\r").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(typing);
+    let tty_out = text(&out.stdout);
+    assert!(tty_out.contains("typed go"), "{tty_out}{}", text(&out.stderr));
+    assert!(tty_out.contains("/dev/pts/") && tty_out.contains("stdin-is-a-tty"), "{tty_out}");
+    wait_for("the --rm pod to be deleted", Duration::from_secs(30), || !s.kubectl(&["get", "pod", "tty"]).status.success());
+
     // port-forward: to a port bound on the pod's loopback.
     let local = free_port();
     let mut pf = Running::start(&s, &["port-forward", "pod/web", &format!("{local}:8080")], "port-forward");

@@ -331,6 +331,7 @@ pub fn container_spec(
         log_path,
         tty: c.tty == Some(true),
         stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
     })
 }
 

@@ -12,9 +12,9 @@
 //! requests for exec/attach are refused (400): kubectl only uses SPDY when the WebSocket
 //! upgrade fails.
 //!
-//! **attach** cannot reach the container's real stdio (its output goes to the log copier and
-//! its stdin is /dev/null), so it streams the container's log as it grows, split back into
-//! stdout and stderr, until the container stops; stdin sent by the client is discarded.
+//! **attach** relays to the container's shim (see `runtime/shim.rs`), which holds the
+//! container's stdio: output from now on, stdin (with the container's `stdin: true`), end of
+//! input, and terminal resizes (with `tty: true`), until the container's output ends.
 //!
 //! **portForward** speaks SPDY/3.1 with `portforward.k8s.io` streams, either as a plain
 //! `Upgrade: SPDY/3.1` or tunnelled in WebSocket binary messages (subprotocol
@@ -42,13 +42,13 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::kubelet::server::{instances, pod_log_dir};
 use crate::kubelet::worker::instance_id;
 use crate::kubelet::Kubelet;
-use crate::runtime::{exec_start_failure, ContainerState, ExecRequest};
+use crate::runtime::{exec_start_failure, shim, ContainerState, ExecRequest};
 
 const V5: &str = "v5.channel.k8s.io";
 const V4: &str = "v4.channel.k8s.io";
@@ -474,7 +474,7 @@ pub async fn attach(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, cont
         Ok(o) => o,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
     };
-    let (id, log) = match running_container(&k, &namespace, &pod, &container) {
+    let (id, _) = match running_container(&k, &namespace, &pod, &container) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -485,59 +485,61 @@ pub async fn attach(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, cont
         Ok(w) => w,
         Err(r) => return r,
     };
-    // Output from now on, as attaching to the process would show.
-    let offset = tokio::fs::metadata(&log).await.map(|m| m.len()).unwrap_or(0);
-    ws.on_upgrade(move |socket| attach_session(socket, proto == V5, opts, k, id, log, offset))
+    ws.on_upgrade(move |socket| attach_session(socket, proto == V5, opts, k, id))
 }
 
-async fn attach_session(socket: WebSocket, v5: bool, opts: StreamOpts, k: Arc<Kubelet>, id: String, log: PathBuf, mut offset: u64) {
+/// Relays between the client and the container's shim: output from now on, and (as asked)
+/// stdin, end of input and terminal resizes.
+async fn attach_session(socket: WebSocket, v5: bool, opts: StreamOpts, k: Arc<Kubelet>, id: String) {
     let (sink, stream) = socket.split();
     let (out, writer) = Channels::start(sink);
-    let first = if opts.stdout { STDOUT } else if opts.stderr { STDERR } else { ERROR };
-    out.send(first, &[]).await;
-    // stdin cannot reach the container (it has /dev/null): what the client sends is dropped
     let (ctx, mut crx) = mpsc::channel(16);
     let reader = tokio::spawn(read_client(stream, v5, ctx));
-    let gone = tokio::spawn(async move { while crx.recv().await.is_some() {} });
-    let follow = async {
-        let mut carry = String::new();
-        loop {
-            let mut chunk = Vec::new();
-            if let Ok(mut f) = tokio::fs::File::open(&log).await {
-                if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                    let _ = f.read_to_end(&mut chunk).await;
-                }
-            }
-            offset += chunk.len() as u64;
-            carry.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(i) = carry.find('\n') {
-                let line: String = carry.drain(..=i).collect();
-                let mut it = line.trim_end_matches('\n').splitn(4, ' ');
-                let (_time, stream, tag, msg) = (it.next(), it.next().unwrap_or("stdout"), it.next().unwrap_or("F"), it.next().unwrap_or(""));
-                let mut data = msg.as_bytes().to_vec();
-                if tag != "P" {
-                    data.push(b'\n');
-                }
-                let ch = match stream {
-                    "stderr" if opts.stderr => STDERR,
-                    "stderr" if !opts.tty => continue,
-                    _ if opts.stdout => STDOUT,
-                    _ => continue,
-                };
-                if !out.send(ch, &data).await {
-                    return;
-                }
-            }
-            let running = matches!(k.runtime.state(&id), Some(ContainerState::Running { .. }));
-            if !running && chunk.is_empty() {
+    let attached = match k.runtime.attach(&id).await {
+        Ok(a) => a,
+        Err(e) => {
+            out.send(ERROR, status_json(Err(e.to_string()), &[]).as_bytes()).await;
+            finish(out, writer, reader).await;
+            return;
+        }
+    };
+    let first = if opts.stdout { STDOUT } else if opts.stderr { STDERR } else { ERROR };
+    out.send(first, &[]).await;
+    let (mut output, mut input) = attached.split();
+    let stdin = opts.stdin;
+    let feed = tokio::spawn(async move {
+        // An empty stdin frame tells the shim this session uses stdin (for stdinOnce).
+        if stdin && input.stdin(&[]).await.is_err() {
+            return;
+        }
+        while let Some(ev) = crx.recv().await {
+            let sent = match ev {
+                FromClient::Stdin(d) if stdin => input.stdin(&d).await,
+                FromClient::CloseStdin if stdin => input.close_stdin().await,
+                FromClient::Resize(w, h) => input.resize(w, h).await,
+                _ => Ok(()),
+            };
+            if sent.is_err() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let follow = async {
+        while let Some((kind, data)) = output.next().await {
+            let ch = match kind {
+                shim::STDERR if opts.stderr => STDERR,
+                shim::STDERR if !opts.tty => continue,
+                _ if opts.stdout => STDOUT,
+                _ => continue,
+            };
+            if !out.send(ch, &data).await {
+                return;
+            }
         }
     };
     tokio::select! {
         _ = follow => {}
-        _ = wait_gone(gone) => {
+        _ = wait_gone(feed) => {
             reader.abort();
             return;
         }

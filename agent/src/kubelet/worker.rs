@@ -87,12 +87,7 @@ fn full_name(pod: &Pod) -> String {
 /// A short stable id for a container instance: runtime paths (and unix sockets under
 /// them) must stay short, so pod uid, name and restart count are hashed (FNV-1a 64).
 pub fn instance_id(uid: &str, name: &str, restart: i32) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in format!("{uid}/{name}/{restart}").bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::hash::fnv1a64(&format!("{uid}/{name}/{restart}")))
 }
 
 impl Worker {

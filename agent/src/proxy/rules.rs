@@ -34,12 +34,7 @@ const MASQ_MARK: u32 = 0x4000;
 
 /// A short stable chain name for a service port (FNV-1a of its id).
 fn chain(prefix: &str, id: &str) -> String {
-    let mut h: u32 = 0x811c9dc5;
-    for b in id.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    format!("{prefix}-{h:08x}")
+    format!("{prefix}-{:08x}", crate::hash::fnv1a32(id))
 }
 
 /// An endpoint's key: chains and affinity sets are named after the endpoint itself (not its

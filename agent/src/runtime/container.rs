@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::helper::{self, HelperCommand, Request};
 use super::mounts::{remove_dir_unmounted, unmount_all};
 use super::{
-    blocking, cgroups, check_id, logs, spec, ContainerSpec, ContainerState, IoContext, Runtime,
+    blocking, cgroups, check_id, shim, spec, ContainerSpec, ContainerState, IoContext, Runtime,
     RuntimeError, Sandbox,
 };
 
@@ -260,8 +260,8 @@ fn watch_foreign(entry: Arc<Entry>, pid: i32, start: Option<u64>) {
 struct Started {
     pid: i32,
     pid_start: Option<u64>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    /// The container's shim (None only if it could not be started)
+    shim: Option<std::process::Child>,
 }
 
 fn mount_rootfs(spec: &ContainerSpec, dir: &Path) -> Result<PathBuf, RuntimeError> {
@@ -323,32 +323,55 @@ fn create_and_start(
     if let Some(parent) = spec.log_path.parent() {
         std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
-    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
+    // The shim takes the container's stdio over first (the pipes' far ends, or the console
+    // socket), so nothing the container writes is lost and no end is left with us.
+    let attach = shim::attach_socket(dir);
+    let (stdio, fds) = if spec.tty {
+        let console = attach.with_extension("console");
+        let req = (None, None, None, Some(console.clone()));
+        (shim::Stdio::Terminal { console, stdin: spec.stdin }, req)
+    } else {
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?;
+        let stdin = if spec.stdin { Some(pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe2".to_string())?) } else { None };
+        let stdio = shim::Stdio::Pipes { stdout: proc_fd(&out_r), stderr: proc_fd(&err_r), stdin: stdin.as_ref().map(|(_, w)| proc_fd(w)) };
+        (stdio, (Some((out_r, out_w)), Some((err_r, err_w)), stdin, None))
+    };
+    let (out, err, stdin, console) = fds;
+    let mut shim = shim::spawn(&helper_cmd.program, &helper_cmd.args, &spec.log_path, &attach, stdio, spec.stdin_once)
+        .ctx(|| format!("starting the shim of container {}", spec.id))?;
+    let dev_null = PathBuf::from("/dev/null");
     let req = Request::Create {
         id: spec.id.clone(),
         lc_root: lc_root.to_path_buf(),
         bundle: dir.to_path_buf(),
-        stdout: proc_fd(&out_w),
-        stderr: proc_fd(&err_w),
+        stdout: out.as_ref().map(|(_, w)| proc_fd(w)).unwrap_or_else(|| dev_null.clone()),
+        stderr: err.as_ref().map(|(_, w)| proc_fd(w)).unwrap_or_else(|| dev_null.clone()),
+        stdin: stdin.as_ref().map(|(r, _)| proc_fd(r)),
+        console_socket: console,
     };
     let pid = {
         let _fork = FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         helper::call(helper_cmd, &req)
-    }
-    .map_err(|e| match e {
-        RuntimeError::Other(m) => {
-            RuntimeError::Other(format!("creating container {}: {m}", spec.id))
+    };
+    // the container's ends now live in the container only (EOF when it exits); the shim has
+    // its own copies of ours
+    drop((out, err, stdin));
+    let pid = match pid {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = shim.kill();
+            let _ = shim.wait();
+            return Err(match e {
+                RuntimeError::Other(m) => RuntimeError::Other(format!("creating container {}: {m}", spec.id)),
+                e => e,
+            });
         }
-        e => e,
-    })?;
-    // the write ends now live in the container only: EOF when it exits
-    drop((out_w, err_w));
+    };
     Ok(Started {
         pid,
         pid_start: pid_start_time(pid),
-        stdout: out_r,
-        stderr: err_r,
+        shim: Some(shim),
     })
 }
 
@@ -400,6 +423,17 @@ impl Runtime {
 
     pub(super) fn entry(&self, id: &str) -> Option<Arc<Entry>> {
         self.containers.lock().unwrap().get(id).cloned()
+    }
+
+    /// Connects to the shim of the running container `id` (`kubectl attach`): its output from
+    /// now on, and its stdin and terminal when it has them.
+    pub async fn attach(&self, id: &str) -> Result<shim::Attached, RuntimeError> {
+        let entry = self.entry(id).ok_or_else(|| RuntimeError::ContainerNotFound(id.to_string()))?;
+        if !entry.state().is_running() {
+            return Err(RuntimeError::NotRunning { id: id.to_string() });
+        }
+        let socket = shim::attach_socket(&self.container_dir(id));
+        shim::Attached::connect(&socket).await.ctx(|| format!("attaching to container {id} ({})", socket.display()))
     }
 
     /// The record of the running container `id` to run `argv` in (exec_sync, exec_stream).
@@ -546,20 +580,12 @@ impl Runtime {
         let started_at = Utc::now();
         entry.set_running(started.pid, started.pid_start, started_at);
 
-        let shim = logs::spawn_shim(&self.helper.program, &self.helper.args, &spec.log_path, started.stdout, started.stderr);
-        let shim = match shim {
-            Ok(child) => Some(child),
-            Err(e) => {
-                tracing::warn!(id = %spec.id, error = %e, "cannot start the log shim: the container's output is lost");
-                None
-            }
-        };
         let pid = started.pid;
         let e2 = entry.clone();
         std::thread::Builder::new()
             .name("krust-reaper".into())
             .stack_size(256 * 1024)
-            .spawn(move || reaper(e2, pid, shim))
+            .spawn(move || reaper(e2, pid, started.shim))
             .ctx(|| "spawning the reaper thread".to_string())?;
         tracing::debug!(id = %spec.id, pid, elapsed = ?t0.elapsed(), "container started");
         Ok(())

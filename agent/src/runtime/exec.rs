@@ -135,7 +135,7 @@ pub fn exec_start_failure(err: &RuntimeError) -> Option<(i32, String)> {
 static CONSOLE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A unix socket the exec's console master arrives on; removed on drop.
-struct ConsoleSocket {
+pub(super) struct ConsoleSocket {
     path: PathBuf,
     listener: UnixListener,
 }
@@ -154,7 +154,7 @@ impl ConsoleSocket {
 
     /// The pty master the exec'd process sends (before its `execve`), sized to `size` at
     /// once; gives up when `stop` is set (the exec failed).
-    fn receive_master(
+    pub(super) fn receive_master(
         listener: &UnixListener,
         size: Option<(u16, u16)>,
         stop: &AtomicBool,

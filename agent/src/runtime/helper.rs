@@ -64,6 +64,10 @@ pub(crate) enum Request {
         bundle: PathBuf,
         stdout: PathBuf,
         stderr: PathBuf,
+        /// stdin to open instead of /dev/null
+        stdin: Option<PathBuf>,
+        /// With a terminal (`process.terminal`): where libcontainer sends its master.
+        console_socket: Option<PathBuf>,
     },
     /// run a process in the running container `id`
     Exec {
@@ -98,7 +102,7 @@ enum Reply {
 /// If this process was started as the runtime helper, serves the request and exits; otherwise
 /// returns at once. Call it first thing in `main()`, before any thread or runtime is started.
 pub fn run_helper_if_requested() {
-    super::logs::run_shim_if_requested();
+    super::shim::run_if_requested();
     let Ok(req) = std::env::var(HELPER_ENV) else {
         return;
     };
@@ -136,19 +140,25 @@ fn serve(req: Request) -> Result<i32, String> {
             bundle,
             stdout,
             stderr,
+            stdin,
+            console_socket,
         } => quiet(&mut || {
+            let stdin = stdin.as_deref().unwrap_or(Path::new("/dev/null"));
             let mut container = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_executor(KrustExecutor)
                 .with_root_path(&lc_root)
                 .map_err(|e| e.to_string())?
-                .with_stdin(open_fd(Path::new("/dev/null"), false)?)
+                .with_stdin(open_fd(stdin, false)?)
                 .with_stdout(open_fd(&stdout, true)?)
                 .with_stderr(open_fd(&stderr, true)?)
+                .with_console_socket(console_socket.as_deref())
                 .validate_id()
                 .map_err(|e| e.to_string())?
                 .as_init(&bundle)
                 .with_systemd(false)
-                .with_detach(false)
+                // libcontainer takes a console socket exactly for "detached" terminal
+                // processes; for an init process it changes nothing else.
+                .with_detach(console_socket.is_some())
                 .as_sibling(true)
                 .build()
                 .map_err(|e| format!("failed to create container {id}: {e}"))?;

@@ -1,9 +1,7 @@
-//! Copies a container's stdout/stderr pipes into its CRI-format log file, from a log shim
-//! process per container (see [`spawn_shim`]).
+//! The CRI log format: what a container's log shim (see `shim`) writes and `kubectl logs` reads.
 
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use chrono::{SecondsFormat, Utc};
 
@@ -54,96 +52,33 @@ pub fn drain_lines(stream: &str, buf: &mut Vec<u8>, eof: bool) -> Vec<u8> {
     out
 }
 
-/// Reads `input` until EOF and appends CRI lines to `path`.
-fn copy(mut input: std::fs::File, stream: &str, path: &Path) {
-    let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        Ok(f) => Some(f),
-        Err(e) => {
+/// Appends one stream's output to a CRI log file, line by line.
+pub(crate) struct LogWriter {
+    file: Option<std::fs::File>,
+    stream: &'static str,
+    buf: Vec<u8>,
+}
+
+impl LogWriter {
+    pub(crate) fn open(path: &Path, stream: &'static str) -> LogWriter {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+        if let Err(e) = &file {
             eprintln!("krust log shim: cannot open {}: {e}", path.display());
-            None
         }
-    };
-    let mut buf = Vec::with_capacity(8192);
-    let mut chunk = vec![0u8; 32 * 1024];
-    loop {
-        let (n, eof) = match input.read(&mut chunk) {
-            Ok(0) => (0, true),
-            Ok(n) => (n, false),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => (0, true),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        let out = drain_lines(stream, &mut buf, eof);
-        if let (false, Some(f)) = (out.is_empty(), file.as_mut()) {
+        LogWriter { file: file.ok(), stream, buf: Vec::with_capacity(8192) }
+    }
+
+    /// Adds output; complete lines are written at once. `eof` flushes the rest.
+    pub(crate) fn write(&mut self, chunk: &[u8], eof: bool) {
+        self.buf.extend_from_slice(chunk);
+        let out = drain_lines(self.stream, &mut self.buf, eof);
+        if let (false, Some(f)) = (out.is_empty(), self.file.as_mut()) {
             // one write per batch: O_APPEND keeps the two streams' lines whole
             if let Err(e) = f.write_all(&out) {
-                eprintln!("krust log shim: writing {}: {e}", path.display());
+                eprintln!("krust log shim: writing the log: {e}");
             }
         }
-        if eof {
-            return;
-        }
     }
-}
-
-/// Environment variable carrying a log shim's request (see [`spawn_shim`]).
-pub const SHIM_ENV: &str = "KRUST_LOG_SHIM";
-const SHIM_READY: &str = "KRUST-LOG-SHIM-READY";
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ShimRequest {
-    log: PathBuf,
-    /// `/proc/<agent pid>/fd/<n>` of the read ends of the container's stdout and stderr
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-/// Starts the log shim of a container: a re-exec of the agent binary (`program args`) in its
-/// own process group that holds the read ends of the container's stdout/stderr pipes and
-/// writes them to `log` until both close. It outlives the agent, so a restarted agent's
-/// containers keep being logged (and never see a broken pipe), as containerd's shims do.
-/// Returns once the shim has opened both pipes (the agent's ends are then dropped).
-pub(crate) fn spawn_shim(program: &Path, args: &[String], log: &Path, stdout: OwnedFd, stderr: OwnedFd) -> std::io::Result<std::process::Child> {
-    use std::io::BufRead as _;
-    use std::os::unix::process::CommandExt;
-    // The shim opens our fds through /proc, as the runtime helper does: no fd juggling
-    // between fork and exec.
-    let req = ShimRequest { log: log.to_path_buf(), stdout: super::container::proc_fd(&stdout), stderr: super::container::proc_fd(&stderr) };
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .env(SHIM_ENV, serde_json::to_string(&req).expect("json"))
-        .env_remove(super::HELPER_ENV)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()?;
-    // (A test binary standing in for the agent prints its own lines first.)
-    let ready = child.stdout.take().is_some_and(|out| std::io::BufReader::new(out).lines().map_while(Result::ok).any(|l| l.trim() == SHIM_READY));
-    if !ready {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(std::io::Error::other("the log shim did not start"));
-    }
-    drop((stdout, stderr));
-    Ok(child)
-}
-
-/// If this process was started as a log shim, copies until both streams end and exits;
-/// otherwise returns at once (called by `run_helper_if_requested`).
-pub(crate) fn run_shim_if_requested() {
-    let Some(req) = std::env::var_os(SHIM_ENV) else { return };
-    let Ok(req) = serde_json::from_str::<ShimRequest>(&req.to_string_lossy()) else { std::process::exit(2) };
-    let (Ok(out), Ok(err)) = (std::fs::File::open(&req.stdout), std::fs::File::open(&req.stderr)) else { std::process::exit(2) };
-    println!("{SHIM_READY}");
-    let threads = [(out, "stdout"), (err, "stderr")].map(|(input, stream)| {
-        let log = req.log.clone();
-        std::thread::spawn(move || copy(input, stream, &log))
-    });
-    for t in threads {
-        let _ = t.join();
-    }
-    std::process::exit(0);
 }
 
 #[cfg(test)]

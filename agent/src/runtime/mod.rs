@@ -1,5 +1,5 @@
 //! The node agent's container runtime: pod sandboxes, CNI networking and containers run
-//! through youki's `libcontainer` (no pause process; a small log shim per container).
+//! through youki's `libcontainer` (no pause process; a small shim per container).
 //!
 //! **The binary must call [`run_helper_if_requested`] first thing in `main()`**: container
 //! create/start and exec run in a short-lived single-threaded re-exec of the agent binary (the
@@ -24,11 +24,11 @@
 //! `remove_sandbox` removes `/krust/pods/<pod id>` in every mounted hierarchy.
 //!
 //! The container init process is a child of the agent (libcontainer `as_sibling`); a reaper thread per container
-//! `waitpid`s it and records the exit. Its stdout/stderr are pipes read by a log shim (a re-exec
-//! of the same binary, one per container, in its own process group) that writes the CRI log
-//! file and outlives the agent. Limitations: `tty` and `stdin` of [`ContainerSpec`] are ignored
-//! (stdin is /dev/null); after an agent restart, containers that are still running keep running
-//! and logging, but their exit code is unknown (they are no longer the agent's children).
+//! `waitpid`s it and records the exit. Its stdio (pipes, or a terminal with `tty`) is held by
+//! its shim (a re-exec of the same binary, one per container, in its own process group; see
+//! `shim.rs`), which writes the CRI log file, serves attach, and outlives the agent. After an
+//! agent restart, containers that are still running keep running, logging and attachable, but
+//! their exit code is unknown (they are no longer the agent's children).
 
 mod cgroups;
 mod cni;
@@ -38,6 +38,7 @@ mod helper;
 mod logs;
 mod mounts;
 mod sandbox;
+pub(crate) mod shim;
 mod spec;
 pub mod stats;
 
@@ -51,6 +52,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use container::ExecOutput;
+pub use shim::{AttachInput, AttachOutput, Attached};
 pub use exec::{exec_start_failure, ExecProcess, ExecReader, ExecRequest, ExecWriter, Terminal};
 pub use helper::{run_helper_if_requested, HelperCommand, HELPER_ENV};
 
@@ -175,10 +177,12 @@ pub struct ContainerSpec {
     pub memory_limit: Option<i64>,
     /// CRI log file: `<RFC3339Nano> stdout|stderr F|P <line>`.
     pub log_path: PathBuf,
-    /// Ignored for now: containers get no terminal.
+    /// A terminal for the process (its master held by the shim).
     pub tty: bool,
-    /// Ignored for now: stdin is /dev/null.
+    /// Stdin open for attached clients (else /dev/null).
     pub stdin: bool,
+    /// `stdinOnce`: stdin closes after the first attached session that used it.
+    pub stdin_once: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

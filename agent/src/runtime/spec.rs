@@ -240,7 +240,7 @@ pub(crate) fn build(
     let config = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": spec.tty,
             "user": {"uid": spec.uid, "gid": spec.gid, "additionalGids": spec.additional_gids},
             "args": spec.args,
             "env": env(spec),
