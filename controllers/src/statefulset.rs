@@ -26,8 +26,7 @@
 //!   observedGeneration) through `/status`, and deletes non-live revisions beyond
 //!   `revisionHistoryLimit`.
 //!
-//! Not done: `maxUnavailable` for rolling updates (alpha upstream), orphan pods do not
-//! wake the controller by themselves (they are adopted on the set's next sync).
+//! Not done: `maxUnavailable` for rolling updates (alpha upstream).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +38,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec, Vo
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
 use serde_json::json;
@@ -75,8 +75,26 @@ pub enum Error {
 pub async fn run(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
     let sets: Api<StatefulSet> = Api::all(ctx.client.clone());
     let pods: Api<Pod> = Api::all(ctx.client.clone());
-    Controller::new(sets, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
+    let controller = Controller::new(sets, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(pods.clone(), watcher::Config::default())
+        // An orphan named like one of a set's pods and matching its selector wakes that set.
+        .watches(pods, watcher::Config::default(), move |pod: Pod| {
+            if podutil::controller_of(pod.owner_references()).is_some() {
+                return Vec::new();
+            }
+            store
+                .state()
+                .into_iter()
+                .filter(|set| {
+                    set.namespace() == pod.namespace()
+                        && ordinal_of(&set.name_any(), &pod.name_any()).is_some()
+                        && podutil::selector_matches(set.spec.as_ref().map(|s| &s.selector), pod.labels())
+                })
+                .map(|set| ObjectRef::from_obj(&*set))
+                .collect::<Vec<_>>()
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
