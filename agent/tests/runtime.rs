@@ -879,3 +879,22 @@ async fn parallel_starts_and_oom() {
         log_text(&oom.log_path)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_container() {
+    require_env!("privileged_container");
+    let env = Env::new();
+    let rt = &env.rt;
+    let pod = env.pod_id("priv");
+    let sb = rt.run_sandbox(&env.sandbox_spec(&pod, "priv-pod")).await.unwrap();
+    let mut c = env.container(&sb, "priv", "grep CapEff /proc/self/status");
+    c.privileged = true;
+    rt.start_container(&sb, &c).await.unwrap();
+    let st = wait_exited(rt, &c.id, Duration::from_secs(10)).await;
+    let out = log_text(&c.log_path);
+    assert_eq!(exited(&st).0, 0, "{out}");
+    // Every capability the agent (here: this test) may hold.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim();
+    assert!(out.contains(&format!("CapEff:\t{bounding}")), "not every capability (want {bounding}): {out}");
+}

@@ -509,6 +509,59 @@ spec:
     }
     assert_eq!(jsonpath(&s, "env", "{.status.initContainerStatuses[0].state.terminated.reason}"), "Completed");
 
+    // Capabilities, privileged, a memory-backed emptyDir, hostPath and fsGroup ownership.
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("hello"), "from-host").unwrap();
+    let caps = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: caps}}
+spec:
+  restartPolicy: Never
+  securityContext: {{fsGroup: 2345}}
+  volumes:
+  - {{name: mem, emptyDir: {{medium: Memory}}}}
+  - {{name: host, hostPath: {{path: "{host}", type: Directory}}}}
+  - {{name: cfg, configMap: {{name: cfg, defaultMode: 0400}}}}
+  containers:
+  - name: netadmin
+    image: "{image}"
+    command: [sh, -c, "grep CapEff /proc/self/status; ip link set lo mtu 65000 && echo link-added; grep ' /mem ' /proc/mounts; cat /host/hello; echo; echo hi > /mem/f; stat -c memgroup=%g /mem/f; stat -L -c 'cfg=%g/%a' /cfg/color; echo groups=$(id -G)"]
+    securityContext: {{capabilities: {{drop: [ALL], add: [NET_ADMIN]}}}}
+    volumeMounts: [{{name: mem, mountPath: /mem}}, {{name: host, mountPath: /host}}, {{name: cfg, mountPath: /cfg}}]
+  - name: plain
+    image: "{image}"
+    command: [sh, -c, "grep CapEff /proc/self/status; ip link set lo mtu 64000 2>/dev/null && echo link-added || echo link-refused"]
+    securityContext: {{capabilities: {{drop: [ALL]}}}}
+  - name: priv
+    image: "{image}"
+    command: [sh, -c, "grep CapEff /proc/self/status"]
+    securityContext: {{privileged: true}}
+"#,
+        host = host_dir.path().display()
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &caps);
+    let start = Instant::now();
+    while jsonpath(&s, "caps", "{.status.phase}") != "Succeeded" {
+        let phase = jsonpath(&s, "caps", "{.status.phase}");
+        assert!(phase != "Failed" && start.elapsed() < Duration::from_secs(60), "pod caps: {phase}\n{}\n{}", s.kubectl_ok(&["get", "pod", "caps", "-o", "yaml"]), s.logs().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect::<Vec<_>>().join("\n"));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let logs = |c: &str| s.kubectl_ok(&["logs", "caps", "-c", c]);
+    let netadmin = logs("netadmin");
+    // NET_ADMIN is capability 12: the only one left.
+    assert!(netadmin.contains("CapEff:\t0000000000001000"), "{netadmin}");
+    for want in ["link-added", " /mem tmpfs ", "from-host", "memgroup=2345", "cfg=2345/440", "2345"] {
+        assert!(netadmin.contains(want), "{want:?} missing from: {netadmin}");
+    }
+    let plain = logs("plain");
+    assert!(plain.contains("CapEff:\t0000000000000000") && plain.contains("link-refused"), "{plain}");
+    // Privileged: every capability the agent may hold (its bounding set, the test's too).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = format!("CapEff:\t{}", status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim());
+    assert!(logs("priv").contains(&all), "{} (want {all})", logs("priv"));
+
     // The projected service account token (kube-api-access volume) authenticates as the
     // pod's service account; a forged one does not.
     s.kubectl_ok(&["run", "sa", &format!("--image={image}"), "--restart=Never", "--", "sh", "-c", "cat /var/run/secrets/kubernetes.io/serviceaccount/token; echo; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace"]);
@@ -570,5 +623,5 @@ spec:
         let r = jsonpath(&s, "never", "{.status.containerStatuses[0].state.waiting.reason}");
         (r == "ErrImageNeverPull").then_some(r)
     });
-    s.kubectl_ok(&["delete", "pod", "env", "sa", "follow", "noimage", "never", "--grace-period=1", "--timeout=60s"]);
+    s.kubectl_ok(&["delete", "pod", "env", "caps", "sa", "follow", "noimage", "never", "--grace-period=1", "--timeout=60s"]);
 }

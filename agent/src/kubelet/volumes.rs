@@ -111,15 +111,21 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, src: &VolumeSources, host_ip: &str, po
 fn prepare_one(pod: &Pod, v: &Volume, pod_dir: &Path, src: &VolumeSources, host_ip: &str, pod_ip: &str) -> Result<PathBuf, VolumeError> {
     let name = v.name.as_str();
     let dir = |kind: &str| pod_dir.join("volumes").join(kind).join(name);
+    let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group).map(|g| g as u32);
     if let Some(e) = &v.empty_dir {
         let d = dir("empty-dir");
         std::fs::create_dir_all(&d).map_err(io(name, format!("creating {}", d.display())))?;
-        // World-writable, as upstream's emptyDir, so non-root containers can write.
-        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777));
         if e.medium.as_deref() == Some("Memory") && !is_mountpoint(&d) {
             let size = e.size_limit.as_ref().map(|q| format!("size={}", controllers::scheduler::parse_quantity(&q.0, 1.0)));
             nix::mount::mount(Some("tmpfs"), &d, Some("tmpfs"), nix::mount::MsFlags::empty(), size.as_deref())
                 .map_err(|e| VolumeError::Io { name: name.into(), context: "mounting tmpfs".into(), source: e.into() })?;
+        }
+        // World-writable, as upstream's emptyDir, so non-root containers can write; with an
+        // fsGroup, owned by that group with setgid, so new files join it (SetVolumeOwnership).
+        let mode = if fs_group.is_some() { 0o2777 } else { 0o777 };
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
+        if let Some(g) = fs_group {
+            nix::unistd::chown(&d, None, Some(nix::unistd::Gid::from_raw(g))).map_err(|e| VolumeError::Io { name: name.into(), context: "applying fsGroup".into(), source: e.into() })?;
         }
         return Ok(d);
     }
@@ -196,7 +202,7 @@ fn prepare_one(pod: &Pod, v: &Volume, pod_dir: &Path, src: &VolumeSources, host_
     };
     let _ = default_mode;
     let d = dir(kind);
-    write_files(&d, &files).map_err(io(name, format!("writing {}", d.display())))?;
+    write_files(&d, &files, fs_group).map_err(io(name, format!("writing {}", d.display())))?;
     Ok(d)
 }
 
@@ -242,15 +248,24 @@ fn downward(files: &mut BTreeMap<String, (Vec<u8>, u32)>, pod: &Pod, items: &[Do
 }
 
 /// Makes `dir` hold exactly `files`: changed files are replaced by rename (a reader sees
-/// the old or the new content, never half), stale ones removed.
-fn write_files(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io::Result<()> {
+/// the old or the new content, never half), stale ones removed. With an `fs_group`, files
+/// belong to that group and are readable by it (upstream's read-only volume ownership:
+/// mode | 0440), and the folder is the group's with setgid.
+fn write_files(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>, fs_group: Option<u32>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    let group = fs_group.map(nix::unistd::Gid::from_raw);
+    if group.is_some() {
+        nix::unistd::chown(dir, None, group)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2755 | 0o050))?;
+    }
     for (rel, (data, mode)) in files {
+        let mode = if group.is_some() { mode | 0o440 } else { *mode };
         if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
             continue;
         }
         let path = dir.join(rel);
-        if std::fs::read(&path).ok().as_deref() == Some(data.as_slice()) {
+        let same_mode = std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o777 == mode & 0o777);
+        if same_mode && std::fs::read(&path).ok().as_deref() == Some(data.as_slice()) {
             continue;
         }
         if let Some(parent) = path.parent() {
@@ -258,7 +273,10 @@ fn write_files(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io:
         }
         let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("f")));
         std::fs::write(&tmp, data)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode & 0o777))?;
+        if group.is_some() {
+            nix::unistd::chown(&tmp, None, group)?;
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o777))?;
         std::fs::rename(&tmp, &path)?;
     }
     // Remove top-level entries no longer projected.

@@ -105,7 +105,7 @@ fn normalize_cap(c: &str) -> String {
 /// The capability set: defaults (or all, when privileged), minus drops, plus adds.
 pub(crate) fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>, RuntimeError> {
     if spec.privileged {
-        return Ok(ALL_CAPS.iter().map(|s| s.to_string()).collect());
+        return Ok(all_current_caps());
     }
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     for d in spec.cap_drop.iter().map(|c| normalize_cap(c)) {
@@ -117,7 +117,7 @@ pub(crate) fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>, RuntimeE
     }
     for a in spec.cap_add.iter().map(|c| normalize_cap(c)) {
         if a == "ALL" {
-            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            caps = all_current_caps();
         } else if !ALL_CAPS.contains(&a.as_str()) {
             return Err(RuntimeError::InvalidSpec(format!("unknown capability {a}")));
         } else if !caps.contains(&a) {
@@ -125,6 +125,20 @@ pub(crate) fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>, RuntimeE
         }
     }
     Ok(caps)
+}
+
+/// "All capabilities": those of ALL_CAPS this process may still hold (its bounding set), as
+/// containerd's `WithAllCurrentCapabilities`. A capability outside it cannot be given to a
+/// container, and asking libcontainer for it fails the start (seen where the machine itself
+/// runs without CAP_SYS_RESOURCE).
+fn all_current_caps() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapBnd:").map(|v| u64::from_str_radix(v.trim(), 16).ok())))
+        .flatten()
+        .unwrap_or(u64::MAX);
+    // ALL_CAPS is in capability number order (CAP_CHOWN = 0 ...).
+    ALL_CAPS.iter().enumerate().filter(|(i, _)| bounding >> i & 1 == 1).map(|(_, c)| c.to_string()).collect()
 }
 
 /// The environment with a default PATH when none is given (libcontainer needs one to find the
@@ -254,4 +268,21 @@ pub(crate) fn build(
     });
     serde_json::from_value(config)
         .map_err(|e| RuntimeError::InvalidSpec(format!("building the OCI spec: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ALL_CAPS;
+
+    #[test]
+    fn all_caps_are_in_capability_number_order() {
+        // `all_current_caps` reads bit i of CapBnd as ALL_CAPS[i] (linux/capability.h numbers).
+        assert_eq!(ALL_CAPS.len(), 41);
+        assert_eq!(ALL_CAPS[12], "CAP_NET_ADMIN");
+        assert_eq!(ALL_CAPS[21], "CAP_SYS_ADMIN");
+        assert_eq!(ALL_CAPS[24], "CAP_SYS_RESOURCE");
+        assert_eq!(ALL_CAPS[27], "CAP_MKNOD");
+        assert_eq!(ALL_CAPS[37], "CAP_AUDIT_READ");
+        assert_eq!(ALL_CAPS[40], "CAP_CHECKPOINT_RESTORE");
+    }
 }
