@@ -141,9 +141,10 @@ def run_one(cluster, fn, codename):
 
     t = threading.Thread(target=body, daemon=True)
     t.start()
-    t.join(TEST_TIMEOUT)
+    limit = getattr(fn, "timeout", None) or TEST_TIMEOUT
+    t.join(limit)
     if t.is_alive():
-        return f"timed out after {TEST_TIMEOUT}s", None
+        return f"timed out after {limit}s", None
     if "err" in result:
         e = result["err"]
         return (f"{type(e).__name__}: {e}".replace("\n", " ")[:400]), result["tb"]
