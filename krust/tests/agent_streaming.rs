@@ -149,6 +149,26 @@ spec:
     let out = s.kubectl_stdin(&["exec", "-i", "box", "--", "sh", "-c", "wc -c; exit 0"], &"x".repeat(200_000));
     assert_eq!(text(&out.stdout).trim(), "200000", "{}", text(&out.stderr));
 
+    // The same over SPDY/3.1 (client-go's fallback when WebSocket is off): output, exit code,
+    // stdin and its end.
+    let spdy = |args: &[&str], input: Option<&str>| {
+        let mut cmd = kubectl(&s, args);
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false").stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = input {
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = spdy(&["exec", "box", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
+    assert_eq!(out.status.code(), Some(3), "stdout: {} stderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+    let out = spdy(&["exec", "-i", "box", "--", "cat"], Some("over\nspdy\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "over\nspdy\n");
+
     // A command that does not exist: 127, as a shell says.
     let out = s.kubectl(&["exec", "box", "--", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "stdout: {} stderr: {}", text(&out.stdout), text(&out.stderr));
@@ -173,6 +193,11 @@ spec:
     assert!(tty_out.contains("/dev/pts/"), "{tty_out}");
     assert!(tty_out.contains("stdin-is-a-tty"), "{tty_out}");
     assert!(tty_out.contains("31 101"), "the terminal was not resized: {tty_out}");
+    // ... and over SPDY, where the size travels on its own `resize` stream.
+    let out = Command::new("script").args(["-qec", &format!("export KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false; {cmd}"), "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let tty_out = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{tty_out}{}", text(&out.stderr));
+    assert!(tty_out.contains("stdin-is-a-tty") && tty_out.contains("31 101"), "{tty_out}");
 
     // attach: the container's output as it is printed, stdout and stderr.
     let mut attach = Running::start(&s, &["attach", "ticker"], "attach");

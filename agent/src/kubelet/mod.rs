@@ -5,6 +5,7 @@
 
 pub mod probes;
 pub mod server;
+pub mod spdy;
 pub mod spec;
 pub mod stats;
 pub mod stream;

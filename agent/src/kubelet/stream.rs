@@ -8,9 +8,10 @@
 //! channel (kubectl closes stdin so). The server then sends a normal close frame. As upstream
 //! (`kubelet/pkg/cri/streaming/remotecommand`), an empty message on the first output channel
 //! tells the client the streams are ready, and a non-zero exit is reported as
-//! `reason: NonZeroExitCode` with an `ExitCode` cause (kubectl exits with that code). SPDY
-//! requests for exec/attach are refused (400): kubectl only uses SPDY when the WebSocket
-//! upgrade fails.
+//! `reason: NonZeroExitCode` with an `ExitCode` cause (kubectl exits with that code).
+//! Clients without WebSocket (client-go's fallback, `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`)
+//! speak SPDY/3.1 with `v4.channel.k8s.io`: one stream per channel, same status JSON (see
+//! [`Session::spdy`]).
 //!
 //! **attach** relays to the container's shim (see `runtime/shim.rs`), which holds the
 //! container's stdio: output from now on, stdin (with the container's `stdin: true`), end of
@@ -24,7 +25,7 @@
 //! connection goes to `127.0.0.1:PORT` in the pod's network namespace, opened from a
 //! short-lived thread that `setns`es into it. Header blocks are zlib streams (one per
 //! direction, for the whole connection) with the SPDY/3 dictionary. Flow control is not
-//! implemented (neither is it by spdystream, the client side).
+//! implemented (neither is it by spdystream, the client side). SPDY framing: `spdy.rs`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,13 +40,13 @@ use axum::extract::{FromRequestParts, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::kubelet::server::{instances, pod_log_dir};
+use crate::kubelet::spdy::{self, Frame, Out};
 use crate::kubelet::worker::instance_id;
 use crate::kubelet::Kubelet;
 use crate::runtime::{exec_start_failure, shim, ContainerState, ExecRequest};
@@ -201,37 +202,23 @@ fn status_json(exit: Result<i32, String>, command: &[String]) -> String {
     v.to_string()
 }
 
-/// The sending side of a channel-protocol WebSocket: one writer task owns the socket's sink.
+/// The sending side of an exec/attach connection: (channel, bytes) to the task that writes
+/// the connection (as channel-prefixed WebSocket messages, or data on SPDY streams).
 #[derive(Clone)]
 struct Channels {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<(u8, Bytes)>,
     /// Bytes sent so far (progress, to tell when output has stopped flowing).
     sent: Arc<AtomicU64>,
 }
 
 impl Channels {
-    fn start(sink: futures::stream::SplitSink<WebSocket, Message>) -> (Channels, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Message>(64);
-        let writer = tokio::spawn(async move {
-            let mut sink = sink;
-            while let Some(m) = rx.recv().await {
-                if let Err(e) = sink.send(m).await {
-                    tracing::debug!(error = %e, "streaming: the client's socket failed");
-                    return;
-                }
-            }
-            let _ = sink.send(Message::Close(Some(CloseFrame { code: close_code::NORMAL, reason: "".into() }))).await;
-            let _ = sink.close().await;
-        });
-        (Channels { tx, sent: Arc::new(AtomicU64::new(0)) }, writer)
+    fn new(tx: mpsc::Sender<(u8, Bytes)>) -> Channels {
+        Channels { tx, sent: Arc::new(AtomicU64::new(0)) }
     }
 
     async fn send(&self, channel: u8, data: &[u8]) -> bool {
-        let mut m = Vec::with_capacity(data.len() + 1);
-        m.push(channel);
-        m.extend_from_slice(data);
         self.sent.fetch_add(data.len() as u64 + 1, Ordering::Relaxed);
-        self.tx.send(Message::Binary(Bytes::from(m))).await.is_ok()
+        self.tx.send((channel, Bytes::copy_from_slice(data))).await.is_ok()
     }
 
     /// Copies `r` to `channel` until end of file.
@@ -250,11 +237,209 @@ impl Channels {
     }
 }
 
-/// What the client sends on a channel-protocol WebSocket.
+/// What the client sends: stdin, its end, terminal sizes.
 enum FromClient {
     Stdin(Bytes),
     CloseStdin,
     Resize(u16, u16),
+}
+
+/// The last `{"Width":W,"Height":H}` in `json` (one or more objects).
+fn resize_event(json: &[u8]) -> Option<FromClient> {
+    let mut last = None;
+    for size in serde_json::Deserializer::from_slice(json).into_iter::<serde_json::Value>().flatten() {
+        let w = size["Width"].as_u64().unwrap_or(0).min(u16::MAX as u64) as u16;
+        let h = size["Height"].as_u64().unwrap_or(0).min(u16::MAX as u64) as u16;
+        last = Some(FromClient::Resize(w, h));
+    }
+    last
+}
+
+/// One exec/attach connection, whatever its transport: the output channels, the client's
+/// input, and the tasks writing and reading the connection.
+struct Session {
+    out: Channels,
+    writer: tokio::task::JoinHandle<()>,
+    input: mpsc::Receiver<FromClient>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    /// The WebSocket channel protocol: every message starts with its channel.
+    fn websocket(socket: WebSocket, v5: bool) -> Session {
+        let (mut sink, stream) = socket.split();
+        let (tx, mut rx) = mpsc::channel::<(u8, Bytes)>(64);
+        let writer = tokio::spawn(async move {
+            while let Some((channel, data)) = rx.recv().await {
+                let mut m = Vec::with_capacity(data.len() + 1);
+                m.push(channel);
+                m.extend_from_slice(&data);
+                if let Err(e) = sink.send(Message::Binary(Bytes::from(m))).await {
+                    tracing::debug!(error = %e, "streaming: the client's socket failed");
+                    return;
+                }
+            }
+            let _ = sink.send(Message::Close(Some(CloseFrame { code: close_code::NORMAL, reason: "".into() }))).await;
+            let _ = sink.close().await;
+        });
+        let (itx, input) = mpsc::channel(16);
+        let reader = tokio::spawn(read_client(stream, v5, itx));
+        Session { out: Channels::new(tx), writer, input, reader }
+    }
+
+    /// SPDY/3.1 with the v4 channel protocol (client-go's fallback): the client opens one
+    /// stream per channel (`streamType` error, stdin, stdout, stderr, resize), all before any
+    /// output, as upstream's kubelet waits for them; the exit status goes on `error` as in v4
+    /// WebSocket, then every stream is closed. `None` if the streams do not all arrive.
+    async fn spdy<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO, opts: &StreamOpts) -> Option<Session> {
+        let (rd, wr) = tokio::io::split(io);
+        let (tx, rx) = mpsc::channel::<Out>(256);
+        tokio::spawn(spdy::writer(wr, rx));
+        let mut frames = spdy::Reader::new(rd);
+        let expected: Vec<&str> = [(true, "error"), (opts.stdin, "stdin"), (opts.stdout, "stdout"), (opts.stderr, "stderr"), (opts.tty, "resize")]
+            .into_iter()
+            .filter_map(|(want, kind)| want.then_some(kind))
+            .collect();
+        let mut streams: HashMap<String, u32> = HashMap::new();
+        let mut stdin_closed = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !expected.iter().all(|k| streams.contains_key(*k)) {
+            match tokio::time::timeout_at(deadline, frames.next()).await {
+                Ok(Some(Frame::SynStream { id, fin, headers })) => {
+                    let kind = spdy::header(&headers, "streamtype").to_string();
+                    let _ = tx.send(Out::Reply(id)).await;
+                    stdin_closed |= kind == "stdin" && fin;
+                    streams.insert(kind, id);
+                }
+                Ok(Some(Frame::Ping(p))) => {
+                    let _ = tx.send(Out::Ping(p)).await;
+                }
+                Ok(Some(_)) => {}
+                _ => {
+                    tracing::debug!(?expected, ?streams, "exec/attach over SPDY: the client's streams did not all arrive");
+                    return None;
+                }
+            }
+        }
+        let id = |kind: &str| streams.get(kind).copied();
+        // indexed by channel: STDIN, STDOUT, STDERR, ERROR
+        let by_channel = [id("stdin"), id("stdout"), id("stderr"), id("error")];
+        let (stdin, resize) = (id("stdin"), id("resize"));
+        let all: Vec<u32> = streams.values().copied().collect();
+        let (otx, mut orx) = mpsc::channel::<(u8, Bytes)>(64);
+        let out_tx = tx.clone();
+        let writer = tokio::spawn(async move {
+            while let Some((channel, data)) = orx.recv().await {
+                // (an empty message is the WebSocket protocol's "ready": nothing to say here)
+                if let (Some(Some(id)), false) = (by_channel.get(channel as usize), data.is_empty()) {
+                    if out_tx.send(Out::Data(*id, data)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            for id in all {
+                let _ = out_tx.send(Out::Fin(id)).await;
+            }
+        });
+        let (itx, input) = mpsc::channel(16);
+        let reader = tokio::spawn(async move {
+            if stdin_closed {
+                let _ = itx.send(FromClient::CloseStdin).await;
+            }
+            let mut sizes = Vec::new();
+            while let Some(frame) = frames.next().await {
+                match frame {
+                    Frame::Data { id, fin, data } if Some(id) == stdin => {
+                        if !data.is_empty() {
+                            let _ = itx.send(FromClient::Stdin(Bytes::from(data))).await;
+                        }
+                        if fin {
+                            let _ = itx.send(FromClient::CloseStdin).await;
+                        }
+                    }
+                    Frame::Data { id, data, .. } if Some(id) == resize => {
+                        // client-go writes one JSON object per line
+                        sizes.extend_from_slice(&data);
+                        while let Some(n) = sizes.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = sizes.drain(..=n).collect();
+                            if let Some(ev) = resize_event(&line) {
+                                let _ = itx.send(ev).await;
+                            }
+                        }
+                    }
+                    Frame::Ping(p) => {
+                        let _ = tx.send(Out::Ping(p)).await;
+                    }
+                    Frame::GoAway => break,
+                    _ => {}
+                }
+            }
+        });
+        Some(Session { out: Channels::new(otx), writer, input, reader })
+    }
+}
+
+/// Upgrades an exec/attach request to a [`Session`] (WebSocket v5/v4, or SPDY/3.1 with
+/// v4.channel.k8s.io) and runs `run` on it.
+async fn serve_session<F, Fut>(req: Request, opts: StreamOpts, run: F) -> Response
+where
+    F: FnOnce(Session, StreamOpts) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if is_websocket(req.headers()) {
+        let (ws, proto) = match websocket(req, &[V5, V4]).await {
+            Ok(w) => w,
+            Err(r) => return r,
+        };
+        return ws.on_upgrade(move |socket| run(Session::websocket(socket, proto == V5), opts));
+    }
+    spdy_upgrade(req, V4, move |io| async move {
+        if let Some(session) = Session::spdy(io, &opts).await {
+            run(session, opts).await;
+        }
+    })
+}
+
+/// Answers a SPDY/3.1 upgrade offering `protocol` in `X-Stream-Protocol-Version` (101), and
+/// serves the upgraded connection with `serve`; 400 without an upgrade, 403 (upstream's
+/// message) when the protocol is not offered.
+fn spdy_upgrade<F, Fut>(mut req: Request, protocol: &'static str, serve: F) -> Response
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if !is_spdy(req.headers()) {
+        return plain(StatusCode::BAD_REQUEST, format!("needs an upgrade: WebSocket, or SPDY/3.1 with {protocol}"));
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
+        .collect();
+    if !offered.iter().any(|p| p == protocol) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts [\"{protocol}\"]"),
+        );
+    }
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return plain(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => serve(TokioIo::new(up)).await,
+            Err(e) => tracing::debug!(error = %e, "streaming: upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", protocol)
+        .body(Body::empty())
+        .expect("a valid response")
 }
 
 /// Reads the client's messages until it closes the socket; answers pings (tungstenite does,
@@ -273,18 +458,10 @@ async fn read_client(mut stream: futures::stream::SplitStream<WebSocket>, v5: bo
         let Some(&channel) = data.first() else { continue };
         let ev = match channel {
             STDIN if data.len() > 1 => FromClient::Stdin(data.slice(1..)),
-            RESIZE => {
-                let mut last = None;
-                for size in serde_json::Deserializer::from_slice(&data[1..]).into_iter::<serde_json::Value>().flatten() {
-                    let w = size["Width"].as_u64().unwrap_or(0).min(u16::MAX as u64) as u16;
-                    let h = size["Height"].as_u64().unwrap_or(0).min(u16::MAX as u64) as u16;
-                    last = Some(FromClient::Resize(w, h));
-                }
-                match last {
-                    Some(ev) => ev,
-                    None => continue,
-                }
-            }
+            RESIZE => match resize_event(&data[1..]) {
+                Some(ev) => ev,
+                None => continue,
+            },
             CLOSE if v5 && data.get(1) == Some(&STDIN) => FromClient::CloseStdin,
             _ => continue,
         };
@@ -318,25 +495,15 @@ pub async fn exec(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, contai
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !is_websocket(req.headers()) {
-        return plain(StatusCode::BAD_REQUEST, "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported");
-    }
-    let (ws, proto) = match websocket(req, &[V5, V4]).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    tracing::debug!(%namespace, %pod, %container, command = ?opts.command, proto, "exec");
-    ws.on_upgrade(move |socket| exec_session(socket, proto == V5, opts, k, id))
+    tracing::debug!(%namespace, %pod, %container, command = ?opts.command, "exec");
+    serve_session(req, opts, move |session, opts| exec_session(session, opts, k, id)).await
 }
 
-async fn exec_session(socket: WebSocket, v5: bool, opts: StreamOpts, k: Arc<Kubelet>, id: String) {
-    let (sink, stream) = socket.split();
-    let (out, writer) = Channels::start(sink);
+async fn exec_session(session: Session, opts: StreamOpts, k: Arc<Kubelet>, id: String) {
+    let Session { out, writer, input: mut crx, reader } = session;
     let first = if opts.stdout { STDOUT } else if opts.stderr { STDERR } else { ERROR };
     out.send(first, &[]).await;
 
-    let (ctx, mut crx) = mpsc::channel(16);
-    let reader = tokio::spawn(read_client(stream, v5, ctx));
     // kubectl sends its terminal's size right away: the terminal gets it before the process
     // runs (else a quick `stty size` could see 0x0).
     let mut early = std::collections::VecDeque::new();
@@ -478,23 +645,13 @@ pub async fn attach(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, cont
         Ok(c) => c,
         Err(r) => return r,
     };
-    if !is_websocket(req.headers()) {
-        return plain(StatusCode::BAD_REQUEST, "attach needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported");
-    }
-    let (ws, proto) = match websocket(req, &[V5, V4]).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    ws.on_upgrade(move |socket| attach_session(socket, proto == V5, opts, k, id))
+    serve_session(req, opts, move |session, opts| attach_session(session, opts, k, id)).await
 }
 
 /// Relays between the client and the container's shim: output from now on, and (as asked)
 /// stdin, end of input and terminal resizes.
-async fn attach_session(socket: WebSocket, v5: bool, opts: StreamOpts, k: Arc<Kubelet>, id: String) {
-    let (sink, stream) = socket.split();
-    let (out, writer) = Channels::start(sink);
-    let (ctx, mut crx) = mpsc::channel(16);
-    let reader = tokio::spawn(read_client(stream, v5, ctx));
+async fn attach_session(session: Session, opts: StreamOpts, k: Arc<Kubelet>, id: String) {
+    let Session { out, writer, input: mut crx, reader } = session;
     let attached = match k.runtime.attach(&id).await {
         Ok(a) => a,
         Err(e) => {
@@ -564,39 +721,7 @@ pub async fn port_forward(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod
         };
         return ws.on_upgrade(move |socket| spdy_over_websocket(socket, target));
     }
-    if !is_spdy(req.headers()) {
-        return plain(StatusCode::BAD_REQUEST, "port forwarding needs an upgrade: SPDY/3.1, or WebSocket with SPDY/3.1+portforward.k8s.io");
-    }
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
-        .collect();
-    if !offered.iter().any(|p| p == PORT_FORWARD) {
-        return plain(
-            StatusCode::FORBIDDEN,
-            format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts [\"{PORT_FORWARD}\"]"),
-        );
-    }
-    let mut req = req;
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return plain(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
-    };
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(up) => serve_spdy(TokioIo::new(up), target).await,
-            Err(e) => tracing::debug!(error = %e, "port-forward: upgrade failed"),
-        }
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", PORT_FORWARD)
-        .body(Body::empty())
-        .expect("a valid response")
+    spdy_upgrade(req, PORT_FORWARD, move |io| serve_spdy(io, target))
 }
 
 /// SPDY in WebSocket binary messages (kubectl's tunnelling connection): bridged to a byte
@@ -692,196 +817,6 @@ fn connect_in_netns(netns: Option<&Path>, pod_ip: Option<IpAddr>, port: u16) -> 
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// SPDY/3.1 (the subset port-forward needs)
-
-const SYN_STREAM: u16 = 1;
-const SYN_REPLY: u16 = 2;
-const RST_STREAM: u16 = 3;
-const PING: u16 = 6;
-const GOAWAY: u16 = 7;
-const HEADERS: u16 = 8;
-const FLAG_FIN: u8 = 0x01;
-/// RST_STREAM status codes
-const PROTOCOL_ERROR: u32 = 1;
-const MAX_FRAME: usize = 16 << 20;
-
-/// The SPDY/3 header compression dictionary (draft-mbelshe-httpbis-spdy-00, 2.6.10.1).
-const SPDY3_DICTIONARY: &[u8] = b"\
-    \0\0\0\x07options\0\0\0\x04head\0\0\0\x04post\0\0\0\x03put\0\0\0\x06delete\0\0\0\x05trace\0\
-    \0\0\x06accept\0\0\0\x0eaccept-charset\0\0\0\x0faccept-encoding\0\0\0\x0faccept-language\0\0\
-    \0\x0daccept-ranges\0\0\0\x03age\0\0\0\x05allow\0\0\0\x0dauthorization\0\0\0\x0dcache-contro\
-    l\0\0\0\x0aconnection\0\0\0\x0ccontent-base\0\0\0\x10content-encoding\0\0\0\x10content-langu\
-    age\0\0\0\x0econtent-length\0\0\0\x10content-location\0\0\0\x0bcontent-md5\0\0\0\x0dcontent-\
-    range\0\0\0\x0ccontent-type\0\0\0\x04date\0\0\0\x04etag\0\0\0\x06expect\0\0\0\x07expires\0\0\
-    \0\x04from\0\0\0\x04host\0\0\0\x08if-match\0\0\0\x11if-modified-since\0\0\0\x0dif-none-match\
-    \0\0\0\x08if-range\0\0\0\x13if-unmodified-since\0\0\0\x0dlast-modified\0\0\0\x08location\0\0\
-    \0\x0cmax-forwards\0\0\0\x06pragma\0\0\0\x12proxy-authenticate\0\0\0\x13proxy-authorization\
-    \0\0\0\x05range\0\0\0\x07referer\0\0\0\x0bretry-after\0\0\0\x06server\0\0\0\x02te\0\0\0\x07t\
-    railer\0\0\0\x11transfer-encoding\0\0\0\x07upgrade\0\0\0\x0auser-agent\0\0\0\x04vary\0\0\0\
-    \x03via\0\0\0\x07warning\0\0\0\x10www-authenticate\0\0\0\x06method\0\0\0\x03get\0\0\0\x06sta\
-    tus\0\0\0\x06200 OK\0\0\0\x07version\0\0\0\x08HTTP/1.1\0\0\0\x03url\0\0\0\x06public\0\0\0\
-    \x0aset-cookie\0\0\0\x0akeep-alive\0\0\0\x06origin100101201202205206300302303304305306307402\
-    405406407408409410411412413414415416417502504505203 Non-Authoritative Information204 No Cont\
-    ent301 Moved Permanently400 Bad Request401 Unauthorized403 Forbidden404 Not Found500 Interna\
-    l Server Error501 Not Implemented503 Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept\
-    \x20Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/png,i\
-    mage/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,text/javascript,publicpr\
-    ivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.";
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// One direction's header (de)compression context: a zlib stream for the whole connection,
-/// one sync-flushed block per header block.
-struct Inflater(Decompress);
-
-impl Inflater {
-    fn new() -> Self {
-        Inflater(Decompress::new(true))
-    }
-
-    fn block(&mut self, mut input: &[u8]) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(input.len() * 4 + 256);
-        loop {
-            if out.capacity() - out.len() < 256 {
-                out.reserve(out.capacity().max(1024));
-            }
-            let before = self.0.total_in();
-            let r = self.0.decompress_vec(input, &mut out, FlushDecompress::Sync);
-            input = &input[(self.0.total_in() - before) as usize..];
-            match r {
-                Ok(_) => {
-                    if input.is_empty() && out.len() < out.capacity() {
-                        return Ok(out);
-                    }
-                }
-                Err(e) if e.needs_dictionary().is_some() => {
-                    self.0.set_dictionary(SPDY3_DICTIONARY).map_err(|e| e.to_string())?;
-                }
-                Err(e) => return Err(format!("header block: {e}")),
-            }
-        }
-    }
-}
-
-struct Deflater(Compress);
-
-impl Deflater {
-    fn new() -> Self {
-        let mut c = Compress::new(Compression::default(), true);
-        c.set_dictionary(SPDY3_DICTIONARY).expect("a zlib compressor takes a dictionary before its first block");
-        Deflater(c)
-    }
-
-    fn block(&mut self, mut input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(input.len() + 128);
-        loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(256));
-            }
-            let before = self.0.total_in();
-            if self.0.compress_vec(input, &mut out, FlushCompress::Sync).is_err() {
-                return out;
-            }
-            input = &input[(self.0.total_in() - before) as usize..];
-            if input.is_empty() && out.len() < out.capacity() {
-                return out;
-            }
-        }
-    }
-}
-
-/// A decompressed header block: lower-case names, values (NUL-separated ones split).
-fn parse_header_block(b: &[u8]) -> Option<Vec<(String, String)>> {
-    let mut pos = 0;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = b.get(pos..pos + n)?;
-        pos += n;
-        Some(s)
-    };
-    let count = be32(take(4)?);
-    let mut out = Vec::new();
-    for _ in 0..count {
-        let n = be32(take(4)?) as usize;
-        let name = String::from_utf8_lossy(take(n)?).to_ascii_lowercase();
-        let n = be32(take(4)?) as usize;
-        let value = String::from_utf8_lossy(take(n)?).into_owned();
-        for v in value.split('\0') {
-            out.push((name.clone(), v.to_string()));
-        }
-    }
-    Some(out)
-}
-
-fn encode_header_block(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut b = (headers.len() as u32).to_be_bytes().to_vec();
-    for (k, v) in headers {
-        b.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        b.extend_from_slice(k.as_bytes());
-        b.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        b.extend_from_slice(v.as_bytes());
-    }
-    b
-}
-
-fn control_frame(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(8 + payload.len());
-    f.extend_from_slice(&[0x80, 3]);
-    f.extend_from_slice(&kind.to_be_bytes());
-    f.push(flags);
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-    f.extend_from_slice(payload);
-    f
-}
-
-fn data_frame(stream: u32, flags: u8, data: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(8 + data.len());
-    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
-    f.push(flags);
-    f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-    f.extend_from_slice(data);
-    f
-}
-
-/// What the connection's writer sends.
-enum Out {
-    Reply(u32),
-    Data(u32, Bytes),
-    Fin(u32),
-    Reset(u32, u32),
-    Ping(u32),
-}
-
-async fn spdy_writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
-    let mut deflate = Deflater::new();
-    while let Some(o) = rx.recv().await {
-        let frame = match o {
-            Out::Reply(id) => {
-                let mut p = id.to_be_bytes().to_vec();
-                p.extend(deflate.block(&encode_header_block(&[])));
-                control_frame(SYN_REPLY, 0, &p)
-            }
-            Out::Data(id, d) => data_frame(id, 0, &d),
-            Out::Fin(id) => data_frame(id, FLAG_FIN, &[]),
-            Out::Reset(id, status) => {
-                let mut p = id.to_be_bytes().to_vec();
-                p.extend_from_slice(&status.to_be_bytes());
-                control_frame(RST_STREAM, 0, &p)
-            }
-            Out::Ping(id) => control_frame(PING, 0, &id.to_be_bytes()),
-        };
-        if w.write_all(&frame).await.is_err() {
-            return;
-        }
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
 /// The two streams of one forwarded connection, as they arrive.
 #[derive(Default)]
 struct Pair {
@@ -893,62 +828,33 @@ struct Pair {
 /// Serves one SPDY port-forward connection until the client closes it.
 async fn serve_spdy<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO, target: Arc<Target>) {
     let (rd, wr) = tokio::io::split(io);
-    let mut rd = tokio::io::BufReader::new(rd);
     let (tx, rx) = mpsc::channel::<Out>(256);
-    let writer = tokio::spawn(spdy_writer(wr, rx));
-    let mut inflate = Inflater::new();
+    let writer = tokio::spawn(spdy::writer(wr, rx));
+    let mut frames = spdy::Reader::new(rd);
     let mut inbound: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let mut head = [0u8; 8];
-        if rd.read_exact(&mut head).await.is_err() {
-            break;
-        }
-        let flags = head[4];
-        let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
-        if len > MAX_FRAME {
-            tracing::debug!(len, "port-forward: frame too large");
-            break;
-        }
-        let mut payload = vec![0u8; len];
-        if rd.read_exact(&mut payload).await.is_err() {
-            break;
-        }
-        if head[0] & 0x80 == 0 {
-            let id = be32(&head) & 0x7fff_ffff;
-            if !payload.is_empty() {
-                if let Some(s) = inbound.get(&id) {
-                    let _ = s.send(Bytes::from(payload)).await;
+    while let Some(frame) = frames.next().await {
+        match frame {
+            Frame::Data { id, fin, data } => {
+                if let (false, Some(s)) = (data.is_empty(), inbound.get(&id)) {
+                    let _ = s.send(Bytes::from(data)).await;
+                }
+                if fin {
+                    inbound.remove(&id);
                 }
             }
-            if flags & FLAG_FIN != 0 {
-                inbound.remove(&id);
-            }
-            continue;
-        }
-        let kind = u16::from_be_bytes([head[2], head[3]]);
-        match kind {
-            SYN_STREAM if payload.len() >= 10 => {
-                let id = be32(&payload) & 0x7fff_ffff;
-                let headers = match inflate.block(&payload[10..]).map(|b| parse_header_block(&b)) {
-                    Ok(Some(h)) => h,
-                    _ => {
-                        tracing::debug!("port-forward: bad header block");
-                        break;
-                    }
-                };
-                let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
-                let (kind, port) = (get("streamtype"), get("port"));
+            Frame::SynStream { id, fin, headers } => {
+                let (kind, port) = (spdy::header(&headers, "streamtype"), spdy::header(&headers, "port"));
                 let port: u16 = match port.parse() {
                     Ok(p) if p > 0 && (kind == "error" || kind == "data") => p,
                     _ => {
                         tracing::debug!(kind, port, "port-forward: stream rejected");
-                        let _ = tx.send(Out::Reset(id, PROTOCOL_ERROR)).await;
+                        let _ = tx.send(Out::Reset(id, spdy::PROTOCOL_ERROR)).await;
                         continue;
                     }
                 };
-                let mut request = get("requestid");
+                let mut request = spdy::header(&headers, "requestid").to_string();
                 if request.is_empty() {
                     // clients older than request ids: error and data streams are consecutive
                     request = if kind == "error" { id.to_string() } else { id.saturating_sub(2).to_string() };
@@ -960,7 +866,7 @@ async fn serve_spdy<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO, target:
                     pair.error = Some(id);
                 } else {
                     let (dtx, drx) = mpsc::channel(64);
-                    if flags & FLAG_FIN == 0 {
+                    if !fin {
                         inbound.insert(id, dtx);
                     }
                     pair.data = Some((id, drx));
@@ -970,16 +876,14 @@ async fn serve_spdy<IO: AsyncRead + AsyncWrite + Send + 'static>(io: IO, target:
                     tasks.spawn(forward(pair, target.clone(), tx.clone()));
                 }
             }
-            // keep the decompression context in step; nothing to do with these
-            SYN_REPLY | HEADERS if payload.len() >= 4 && inflate.block(&payload[4..]).is_err() => break,
-            RST_STREAM if payload.len() >= 4 => {
-                inbound.remove(&(be32(&payload) & 0x7fff_ffff));
+            Frame::Reset(id) => {
+                inbound.remove(&id);
             }
-            PING if payload.len() >= 4 => {
-                let _ = tx.send(Out::Ping(be32(&payload))).await;
+            Frame::Ping(p) => {
+                let _ = tx.send(Out::Ping(p)).await;
             }
-            GOAWAY => break,
-            _ => {} // SETTINGS, WINDOW_UPDATE, NOOP: no flow control here
+            Frame::GoAway => break,
+            Frame::Other => {}
         }
         while tasks.try_join_next().is_some() {}
     }
@@ -1034,40 +938,6 @@ async fn forward(pair: Pair, target: Arc<Target>, tx: mpsc::Sender<Out>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn adler32(b: &[u8]) -> u32 {
-        let (mut a, mut s) = (1u32, 0u32);
-        for &x in b {
-            a = (a + x as u32) % 65521;
-            s = (s + a) % 65521;
-        }
-        (s << 16) | a
-    }
-
-    #[test]
-    fn dictionary_is_spdy3s() {
-        assert_eq!(SPDY3_DICTIONARY.len(), 1423);
-        assert_eq!(adler32(SPDY3_DICTIONARY), 0xe3c6a7c2);
-    }
-
-    #[test]
-    fn header_blocks_round_trip_across_frames() {
-        let (mut d, mut i) = (Deflater::new(), Inflater::new());
-        for n in 0..3 {
-            let port = format!("80{n}");
-            let raw = encode_header_block(&[("streamtype", "data"), ("port", &port), ("requestid", "0")]);
-            let z = d.block(&raw);
-            assert_eq!(i.block(&z).unwrap(), raw);
-            let h = parse_header_block(&raw).unwrap();
-            assert_eq!(h[1], ("port".to_string(), port));
-        }
-    }
-
-    #[test]
-    fn frames() {
-        assert_eq!(data_frame(3, FLAG_FIN, b"ab"), [0, 0, 0, 3, 1, 0, 0, 2, b'a', b'b']);
-        assert_eq!(control_frame(PING, 0, &7u32.to_be_bytes()), [0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 7]);
-    }
 
     #[test]
     fn options_and_queries() {
