@@ -149,38 +149,9 @@ fn target_node(pod: &Pod) -> Option<String> {
     terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find(|r| r.key == "metadata.name" && r.operator == "In").and_then(|r| r.values.as_ref()?.first().cloned())
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(b)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else { return false };
-            if req.operator == "Gt" { v > b } else { v < b }
-        }
-        _ => false,
-    }
-}
-
-/// nodeSelector and required node affinity (upstream's `GetRequiredNodeAffinity(pod).Match(node)`).
+/// nodeSelector and required node affinity, as the scheduler checks them.
 fn fits_affinity(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node.labels();
-    if !spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v)) {
-        return false;
-    }
-    let Some(required) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref()) else {
-        return true;
-    };
-    let name = node.name_any();
-    required.node_selector_terms.iter().any(|t| {
-        let exprs = t.match_expressions.as_deref().unwrap_or_default();
-        let fields = t.match_fields.as_deref().unwrap_or_default();
-        (!exprs.is_empty() || !fields.is_empty())
-            && exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key)))
-            && fields.iter().all(|r| requirement_matches(r, (r.key == "metadata.name").then_some(&name)))
-    })
+    crate::scheduler::spec_fits_node(spec, &node.name_any(), node.labels())
 }
 
 /// Whether the DaemonSet should run a pod on `node`, and whether a pod already there may

@@ -81,14 +81,7 @@ fn error_policy(d: Arc<Deployment>, err: &Error, _ctx: Arc<Ctx>) -> Action {
 /// Upstream's `ComputeHash` without a collision count: FNV-32a of the template, encoded
 /// with `rand.SafeEncodeString`.
 pub fn template_hash(template: &PodTemplateSpec) -> String {
-    let bytes = serde_json::to_vec(template).expect("a pod template serializes");
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    h.to_string().bytes().map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char).collect()
+    crate::revision::hash_bytes(&serde_json::to_vec(template).expect("a pod template serializes"))
 }
 
 /// The template without the `pod-template-hash` label, for comparing (upstream's `EqualIgnoreHash`).

@@ -53,8 +53,14 @@ pub fn hash(data: &Value, collision_count: Option<i32>) -> String {
     if let Some(c) = collision_count {
         bytes.extend(c.to_string().bytes());
     }
+    hash_bytes(&bytes)
+}
+
+/// FNV-32a of `bytes`, its decimal digits encoded with `rand.SafeEncodeString`'s alphabet:
+/// upstream's `ComputeHash` (pod-template-hash) and `HashControllerRevision`.
+pub fn hash_bytes(bytes: &[u8]) -> String {
     let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
+    for &b in bytes {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }

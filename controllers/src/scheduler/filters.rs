@@ -173,23 +173,32 @@ fn requirement_matches(req: &NodeSelectorRequirement, labels: &BTreeMap<String, 
 /// A node selector term: every `matchExpressions` on the labels and every `matchFields` on
 /// `metadata.name`; an empty term matches nothing.
 pub fn term_matches(term: &NodeSelectorTerm, ni: &NodeInfo) -> bool {
+    term_matches_node(term, &ni.name, ni.labels())
+}
+
+fn term_matches_node(term: &NodeSelectorTerm, name: &str, labels: &BTreeMap<String, String>) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    let name: BTreeMap<String, String> = [("metadata.name".to_string(), ni.name.clone())].into();
-    exprs.iter().all(|r| requirement_matches(r, ni.labels())) && fields.iter().all(|r| requirement_matches(r, &name))
+    let name: BTreeMap<String, String> = [("metadata.name".to_string(), name.to_string())].into();
+    exprs.iter().all(|r| requirement_matches(r, labels)) && fields.iter().all(|r| requirement_matches(r, &name))
 }
 
 /// NodeAffinity (filter): `nodeSelector` and required node affinity (any term).
 pub fn node_affinity_matches(pod: &Pod, ni: &NodeInfo) -> bool {
-    let Some(spec) = pod.spec.as_ref() else { return true };
-    if !spec.node_selector.iter().flatten().all(|(k, v)| ni.labels().get(k) == Some(v)) {
+    pod.spec.as_ref().is_none_or(|spec| spec_fits_node(spec, &ni.name, ni.labels()))
+}
+
+/// `nodeSelector` and required node affinity of `spec` against a node's name and labels
+/// (upstream's `GetRequiredNodeAffinity(pod).Match(node)`; the DaemonSet controller asks too).
+pub fn spec_fits_node(spec: &k8s_openapi::api::core::v1::PodSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    if !spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v)) {
         return false;
     }
     let required = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
-    required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, ni)))
+    required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches_node(t, name, labels)))
 }
 
 /// NodePorts: no host port of the pod taken on the node.

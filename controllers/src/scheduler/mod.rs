@@ -44,7 +44,7 @@ use tokio::sync::Notify;
 use crate::{podutil, spawn_reflector};
 use crate::Ctx;
 
-pub(crate) use filters::tolerates;
+pub(crate) use filters::{spec_fits_node, tolerates};
 pub use snapshot::{parse_quantity, pod_requests, Requests};
 use filters::{filter, PodCtx, Status};
 use snapshot::{node_name, nominated_node, occupies_node, priority, Snapshot};
