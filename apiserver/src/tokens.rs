@@ -81,6 +81,35 @@ impl ServiceAccountTokens {
         (claims["iss"] == ISSUER && now < exp && now + 60 >= nbf).then_some(claims)
     }
 
+    /// What a TokenReview answers for `token` (upstream's service account authenticator
+    /// behind `tokenreviews`): the identity with the service account's uid and the pod as
+    /// `extra`, and the audiences both the token and the review accept (the review's, or
+    /// this server's when it names none).
+    pub fn review(&self, token: &str, audiences: &[String], now: i64) -> Value {
+        let Some(claims) = self.verify(token, now) else {
+            return json!({"authenticated": false, "user": {}, "error": "invalid bearer token"});
+        };
+        let wanted: Vec<String> = if audiences.is_empty() { vec![ISSUER.to_string()] } else { audiences.to_vec() };
+        let token_aud: Vec<String> = match &claims["aud"] {
+            Value::String(a) => vec![a.clone()],
+            v => v.as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
+        };
+        let common: Vec<&String> = wanted.iter().filter(|a| token_aud.contains(a)).collect();
+        let k8s = &claims["kubernetes.io"];
+        let (Some(ns), Some(sa), false) = (k8s["namespace"].as_str(), k8s["serviceaccount"]["name"].as_str(), common.is_empty()) else {
+            return json!({"authenticated": false, "user": {}, "error": "token audiences are not accepted, or it names no service account"});
+        };
+        let mut user = json!({
+            "username": format!("system:serviceaccount:{ns}:{sa}"),
+            "uid": k8s["serviceaccount"]["uid"],
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+        });
+        if let (Some(name), Some(uid)) = (k8s["pod"]["name"].as_str(), k8s["pod"]["uid"].as_str()) {
+            user["extra"] = json!({"authentication.kubernetes.io/pod-name": [name], "authentication.kubernetes.io/pod-uid": [uid]});
+        }
+        json!({"authenticated": true, "user": user, "audiences": common})
+    }
+
     /// The identity a valid token proves, as upstream's service account authenticator.
     pub fn authenticate(&self, token: &str, now: i64) -> Option<UserInfo> {
         let claims = self.verify(token, now)?;
@@ -101,6 +130,25 @@ mod tests {
         let rng = SystemRandom::new();
         let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         ServiceAccountTokens::from_pkcs8(doc.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn reviews_say_who_and_for_which_audiences() {
+        let t = signer();
+        let b = Binding { namespace: "ns".into(), service_account: "builder".into(), service_account_uid: "sa-uid".into(), pod: Some(("p".into(), "pu".into())) };
+        let tok = t.issue(&b, &[], 1000, 3600).unwrap();
+        let r = t.review(&tok, &[], 1001);
+        assert_eq!(r["authenticated"], true);
+        assert_eq!(r["user"]["username"], "system:serviceaccount:ns:builder");
+        assert_eq!(r["user"]["uid"], "sa-uid");
+        assert_eq!(r["user"]["extra"]["authentication.kubernetes.io/pod-name"][0], "p");
+        assert_eq!(r["audiences"][0], ISSUER);
+        // Another audience than the token's, an expired token, a forged one: not authenticated.
+        assert_eq!(t.review(&tok, &["vault".into()], 1001)["authenticated"], false);
+        assert_eq!(t.review(&tok, &[], 5000)["authenticated"], false);
+        assert_eq!(t.review(&format!("{tok}x"), &[], 1001)["authenticated"], false);
+        let vault = t.issue(&b, &["vault".into()], 1000, 3600).unwrap();
+        assert_eq!(t.review(&vault, &["vault".into(), "other".into()], 1001)["audiences"], json!(["vault"]));
     }
 
     #[test]

@@ -108,6 +108,7 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         user: user.as_ref().map(|u| u.name.clone()).unwrap_or_default(),
         groups: user.map(|u| u.groups).unwrap_or_default(),
         dry_run: is_dry_run(&query)?,
+        tokens: st.tokens.clone(),
     };
     let req = Req { st, t, query, headers: parts.headers, ctx };
     req.check_verb(&parts.method)?;

@@ -9,7 +9,8 @@
 //! or `system:masters`, and nothing otherwise (a SubjectAccessReview for a bare user name
 //! describes no authenticated identity). Self reviews always concern the caller, who is
 //! authenticated, so they are allowed; SelfSubjectRulesReview returns one rule granting
-//! everything. TokenReview: there is no token authenticator yet, so no token authenticates.
+//! everything. TokenReview asks the service account token verifier (`tokens.rs`): tokens this
+//! server signed authenticate; others (and any without a verifier) do not.
 
 use serde_json::{json, Map, Value};
 
@@ -183,7 +184,11 @@ fn answer(review: Review, ctx: &ReqCtx, mut obj: Value) -> ApiResult<Value> {
             if s(&obj["spec"]["token"]).is_empty() {
                 return Err(ApiError::bad_request("token is required for TokenReview in authentication"));
             }
-            obj["status"] = json!({"authenticated": false, "user": {}, "error": "krust: no token authenticator is configured"});
+            let audiences: Vec<String> = obj["spec"]["audiences"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+            obj["status"] = match &ctx.tokens {
+                Some(t) => t.review(s(&obj["spec"]["token"]), &audiences, chrono::Utc::now().timestamp()),
+                None => json!({"authenticated": false, "user": {}, "error": "krust: no token authenticator is configured"}),
+            };
             Ok(obj)
         }
         Review::SelfSubject => {

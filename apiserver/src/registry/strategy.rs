@@ -25,6 +25,8 @@ pub struct ReqCtx {
     pub groups: Vec<String>,
     /// `?dryRun=All`.
     pub dry_run: bool,
+    /// The service account token verifier (TokenReview), when the server signs tokens.
+    pub tokens: Option<std::sync::Arc<crate::tokens::ServiceAccountTokens>>,
 }
 
 /// Which rule a kind's `metadata.name` follows.
