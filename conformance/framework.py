@@ -380,3 +380,53 @@ class Framework:
         except ApiError as e:
             if e.status != 404:
                 raise
+
+    def delete_ignore_grace(self, path):
+        """Deletes with gracePeriodSeconds 0; a missing object is fine."""
+        try:
+            self.c.delete(path, {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+        except ApiError as e:
+            if e.status != 404:
+                raise
+
+
+def _ready_schedulable(node):
+    spec = node.get("spec") or {}
+    if spec.get("unschedulable") or any(t.get("effect") in ("NoSchedule", "NoExecute") for t in spec.get("taints") or []):
+        return False
+    conds = {c["type"]: c["status"] for c in (node.get("status") or {}).get("conditions") or []}
+    return conds.get("Ready") == "True"
+
+
+def schedulable_node(f):
+    """A node pods can be scheduled to, for tests that (as upstream says of them) only need a
+    pod scheduled, not started. Upstream's framework takes the cluster's nodes for granted; a
+    T2 run (`--disable-agent`) has none, so then a Node object is registered as a kubelet
+    would register itself (Ready, with capacity) — the scheduler binds to it, nothing runs
+    its pods. After the test the pods bound to it are deleted (grace 0, as its kubelet would
+    confirm) and the Node with them. Returns the node's name."""
+    for n in f.list("/api/v1/nodes")["items"]:
+        if _ready_schedulable(n):
+            return n["metadata"]["name"]
+    name = "e2e-node-" + rand_suffix()
+    f.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
+                               "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                                                     "kubernetes.io/os": "linux"}}})
+
+    def remove():
+        for p in f.list(f.path("pods"), fieldSelector=f"spec.nodeName={name}")["items"]:
+            f.delete_ignore_grace(f.path("pods", p["metadata"]["name"]))
+        f.delete_ignore(f"/api/v1/nodes/{name}")
+    f.defer(remove)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    res = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    f.patch(f"/api/v1/nodes/{name}/status", {"status": {
+        "capacity": res, "allocatable": res,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "registered by the conformance harness", "lastHeartbeatTime": now,
+                        "lastTransitionTime": now}],
+        "addresses": [{"type": "Hostname", "address": name}],
+        "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "",
+                     "containerRuntimeVersion": "", "kubeletVersion": "v1.32.0", "kubeProxyVersion": "",
+                     "operatingSystem": "linux", "architecture": "amd64"}}})
+    return name

@@ -13,6 +13,7 @@ pub mod deployment;
 pub mod discovery;
 pub mod disruption;
 pub mod endpoints;
+pub mod endpointslicemirroring;
 pub mod gc;
 pub mod job;
 pub mod hpa;
@@ -52,6 +53,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
     ("endpointslice", |ctx| Box::pin(endpoints::run_endpoint_slices(ctx))),
     ("endpoints", |ctx| Box::pin(endpoints::run_endpoints(ctx))),
+    ("endpointslice-mirroring", |ctx| Box::pin(endpointslicemirroring::run(ctx))),
     ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
     ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
     ("disruption", |ctx| Box::pin(disruption::run(ctx))),
