@@ -1,6 +1,6 @@
 //! What every controller shares: the client, settings, and an event recorder.
 
-use kube::runtime::events::{Recorder, Reporter};
+use crate::events::{Recorder, Reporter};
 
 /// Settings of the controller-manager.
 #[derive(Clone, Debug)]

@@ -91,7 +91,7 @@ pub async fn event<K: Resource<DynamicType = ()>>(ctx: &Ctx, obj: &K, warning: b
 }
 
 /// [`event`] through another recorder (the scheduler reports as `default-scheduler`).
-pub async fn event_from<K: Resource<DynamicType = ()>>(recorder: &kube::runtime::events::Recorder, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+pub async fn event_from<K: Resource<DynamicType = ()>>(recorder: &crate::events::Recorder, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
     let reference = ObjectReference {
         api_version: Some(K::api_version(&()).into_owned()),
         kind: Some(K::kind(&()).into_owned()),

@@ -74,6 +74,13 @@ fn replicaset_creates_scales_and_replaces_pods() {
     }
     let status = jsonpath(&server, &["get", "rs", "web"], "{.status.replicas} {.status.fullyLabeledReplicas} {.status.availableReplicas} {.status.observedGeneration}");
     assert_eq!(status, "3 3 3 1");
+    // One event per created pod (not folded into one), as `kubectl describe rs` shows them.
+    let created = events(&server, "ReplicaSet");
+    for (name, _) in &pods {
+        assert!(created.contains(&format!("SuccessfulCreate Created pod: {name}")), "{name} missing from:\n{created}");
+    }
+    let described = server.kubectl_ok(&["describe", "rs", "web"]);
+    assert_eq!(described.matches("Created pod: web-").count(), 3, "{described}");
 
     // A deleted pod is replaced.
     server.kubectl_ok(&["delete", "pod", &pods[0].0, "--wait=true", "--timeout=30s"]);

@@ -20,7 +20,7 @@ use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use controllers::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
