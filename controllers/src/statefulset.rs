@@ -328,8 +328,7 @@ impl Sync<'_> {
                     if let Some(refs) = self.wanted_claim_refs(&claim, pod, false) {
                         claim.metadata.owner_references = Some(refs).filter(|r| !r.is_empty());
                     }
-                    // Action `CreateClaim`: the recorder folds events of one object with the
-                    // same reason and action into a series (keeping the first note).
+                    // (action `CreateClaim`, as the pods' `Create`: upstream's recorder keeps them apart)
                     let note_ok = format!("create Claim {cname} Pod {} in StatefulSet {} success", pod.name_any(), self.name());
                     match self.pvcs.create(&pp, &claim).await {
                         Ok(created) => {
