@@ -78,6 +78,22 @@ impl Agent {
             t.abort();
         }
     }
+
+    /// Kills every container and removes every sandbox this node's runtime holds (`--clean`
+    /// on stop, after [`Agent::abort`]): nothing the agent started outlives it.
+    pub async fn remove_all_pods(&self) {
+        let rt = &self.kubelet.runtime;
+        for id in rt.list_containers() {
+            if let Err(e) = rt.remove_container(&id).await {
+                tracing::warn!(container = %id, error = %e, "--clean: removing a container failed");
+            }
+        }
+        for pod in rt.list_sandboxes() {
+            if let Err(e) = rt.remove_sandbox(&pod).await {
+                tracing::warn!(pod = %pod, error = %e, "--clean: removing a sandbox failed");
+            }
+        }
+    }
 }
 
 /// Serves the kubelet endpoint with the serving certificate written when joining.

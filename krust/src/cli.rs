@@ -208,7 +208,9 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
 
-    /// On stop, remove this node's kube-proxy rules (its nftables table). Pods keep running.
+    /// On stop, kill this node's containers, remove their sandboxes (network namespaces, pod
+    /// IPs, mounts, cgroups) and this node's kube-proxy rules, as k3s-killall.sh does.
+    /// Without it, pods keep running across an agent restart.
     #[arg(long)]
     pub clean: bool,
 }

@@ -59,16 +59,19 @@ pub async fn run(args: AgentArgs, started: Instant) -> anyhow::Result<()> {
     crate::server::stop_signal().context("installing signal handlers")?.await;
     running.abort();
     if args.node.clean {
-        clean(&running_name);
+        clean(Some(&running), &running_name).await;
     }
     tracing::info!("krust agent stopped");
     Ok(())
 }
 
-/// `--clean`: removes the node's kube-proxy table.
-pub fn clean(node_name: &str) {
+/// `--clean` on stop: the node's pods (containers, sandboxes) and its kube-proxy table go.
+pub async fn clean(agent: Option<&agent::Agent>, node_name: &str) {
+    if let Some(agent) = agent {
+        agent.remove_all_pods().await;
+    }
     agent::proxy::Proxy::clean(node_name);
-    tracing::info!(node = node_name, "--clean: removed this node's kube-proxy rules");
+    tracing::info!(node = node_name, "--clean: removed this node's pods and kube-proxy rules");
 }
 
 /// The server's own agent: credentials signed here, written to DATA_DIR/agent.

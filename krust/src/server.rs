@@ -129,11 +129,15 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     };
     serve::serve(listener, tls, router, Some(tokens), stop).await?;
     cluster_dns.abort();
-    if let Some(a) = node_agent {
-        a.abort();
+    if let Some(handle) = node_agent {
+        // (still starting, e.g. waiting for its pod CIDR: nothing of it to stop yet)
+        let agent = if handle.is_finished() { handle.await.ok().flatten() } else { None };
+        if let Some(agent) = &agent {
+            agent.abort();
+        }
         if args.node.clean {
             if let Ok(config) = node::agent_config(&args.node, &args.data_dir, true) {
-                node::clean(&config.node_name);
+                node::clean(agent.as_ref(), &config.node_name).await;
             }
         }
     }

@@ -185,7 +185,7 @@ impl AgentProcess {
         let args: Vec<String> = [
             "agent", "--server", &server.url(), "--token", token, "--data-dir", &dir.path().display().to_string(),
             "--node-name", node, "--node-ip", "127.0.0.1", "--kubelet-port", &free_port().to_string(),
-            "--cni-bridge", &format!("krt{subnet}"),
+            "--cni-bridge", &format!("krt{subnet}"), "--clean",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -218,7 +218,13 @@ impl AgentProcess {
 }
 
 impl Drop for AgentProcess {
+    /// SIGTERM (with `--clean` the agent removes its pods), SIGKILL after 20 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -421,7 +427,18 @@ spec:
         let r = s.kubectl_ok(&["get", "deployment", "burner", "-o", "jsonpath={.spec.replicas}"]);
         (r == "1").then_some(r)
     });
-    s.kubectl_ok(&["delete", "deployment", "burner", "--timeout=60s"]);
+    // `krust server --clean` stopped (SIGTERM) takes its node's pods with it: the burner does
+    // not spin on after the server, and nothing of its pod is left.
+    let uids = s.kubectl_ok(&["get", "pods", "-l", "app=burner", "-o", "jsonpath={.items[*].metadata.uid}"]);
+    assert!(!uids.trim().is_empty());
+    let agent_dir = s.data_dir().join("agent");
+    let mut s = s;
+    assert!(s.stop(), "the server did not stop cleanly:\n{}", s.logs());
+    for uid in uids.split_whitespace() {
+        let cgroups: Vec<String> = ["/sys/fs/cgroup/pids/krust/pods", "/sys/fs/cgroup/krust/pods"].iter().map(|d| format!("{d}/{uid}")).filter(|d| Path::new(d).exists()).collect();
+        assert!(cgroups.is_empty(), "pod cgroups left after --clean: {cgroups:?}");
+        assert_nothing_left_on(uid, &agent_dir);
+    }
 }
 
 /// What a pod spec asks of the agent: init containers, environment from every source,

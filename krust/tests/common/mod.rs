@@ -26,6 +26,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct TestServer {
     child: Option<Child>,
+    /// Runs a node agent: stopped gracefully on drop, so `--clean` removes its pods.
+    with_agent: bool,
     port: u16,
     data_dir: PathBuf,
     log: PathBuf,
@@ -78,7 +80,8 @@ impl TestServer {
         let child = Command::new(env!("CARGO_BIN_EXE_krust"))
             .arg("server")
             .args(bind.iter().flatten())
-            .args(if with_agent { None } else { Some("--disable-agent") })
+            // With an agent, `--clean`: a graceful stop (drop) kills the pods it started.
+            .args(if with_agent { Some("--clean") } else { Some("--disable-agent") })
             .args(["--https-listen-port", &port.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
@@ -94,6 +97,7 @@ impl TestServer {
             .expect("starting krust server");
         let mut server = TestServer {
             child: Some(child),
+            with_agent,
             port,
             data_dir: data_dir.to_path_buf(),
             log,
@@ -447,6 +451,11 @@ pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if self.with_agent {
+            // SIGTERM: `--clean` kills this node's containers (a CPU-burning test pod would
+            // otherwise run on after the test); SIGKILL after 20 s.
+            self.stop();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
