@@ -22,6 +22,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod podutil;
 pub mod replicaset;
 pub mod resourcequota;
@@ -50,6 +51,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("deployment", |ctx| Box::pin(deployment::run(ctx))),
     ("nodeipam", |ctx| Box::pin(nodeipam::run(ctx))),
     ("nodelifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
+    ("podgc", |ctx| Box::pin(podgc::run(ctx))),
     ("job", |ctx| Box::pin(job::run(ctx))),
     ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
     ("endpointslice", |ctx| Box::pin(endpoints::run_endpoint_slices(ctx))),

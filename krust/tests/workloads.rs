@@ -344,3 +344,21 @@ spec:
     let terminating = jsonpath(&server, &["get", "pods", "-l", "app=mover"], "{.items[?(@.metadata.deletionTimestamp)].spec.nodeName}");
     assert_eq!(terminating.split_whitespace().collect::<Vec<_>>(), ["node-a", "node-a"]);
 }
+
+/// Pod GC: a pod bound to a node that does not exist is force-deleted after the quarantine;
+/// a pod on a live node is left alone.
+#[test]
+fn pods_of_missing_nodes_are_collected() {
+    let server = TestServer::start();
+    let _sim = two_nodes(&server);
+    let bound = |name: &str, node: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: c, image: nginx}}]\n");
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], &bound("ghost-pod", "ghost-node"));
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], &bound("live-pod", "node-a"));
+    assert!(
+        poll(WAIT, || !server.kubectl(&["get", "pod", "ghost-pod"]).status.success()),
+        "the pod of a missing node was not collected: {}",
+        server.kubectl_ok(&["get", "pods", "-o", "wide"])
+    );
+    assert_eq!(jsonpath(&server, &["get", "pod", "live-pod"], "{.spec.nodeName}"), "node-a");
+    assert!(server.logs().contains("pod GC: deleted"), "no pod GC log line");
+}
