@@ -7,18 +7,11 @@ mod sim;
 
 use std::time::{Duration, Instant};
 
-use common::{poll, TestServer};
+use common::{jsonpath, poll, TestServer};
 use sim::{Sim, SimNode};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn jsonpath(server: &TestServer, args: &[&str], path: &str) -> String {
-    let mut a: Vec<&str> = args.to_vec();
-    let p = format!("jsonpath={path}");
-    a.extend(["-o", &p]);
-    let out = server.kubectl(&a);
-    common::text(&out.stdout).trim().to_string()
-}
 
 /// `reason note` of the events.k8s.io Events about objects of `kind`, one a line.
 fn events(server: &TestServer, kind: &str) -> String {

@@ -7,17 +7,11 @@ mod sim;
 
 use std::time::Duration;
 
-use common::{poll, TestServer};
+use common::{jsonpath, poll, TestServer};
 use sim::{Sim, SimNode};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn jsonpath(server: &TestServer, args: &[&str], path: &str) -> String {
-    let mut a: Vec<&str> = args.to_vec();
-    let p = format!("jsonpath={path}");
-    a.extend(["-o", &p]);
-    common::text(&server.kubectl(&a).stdout).trim().to_string()
-}
 
 const QUOTAS: &str = r#"
 apiVersion: v1

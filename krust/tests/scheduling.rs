@@ -8,17 +8,11 @@ mod sim;
 
 use std::time::Duration;
 
-use common::{poll, TestServer};
+use common::{jsonpath, poll, TestServer};
 use sim::{Sim, SimNode};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn jsonpath(server: &TestServer, args: &[&str], path: &str) -> String {
-    let p = format!("jsonpath={path}");
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend(["-o", &p]);
-    common::text(&server.kubectl(&a).stdout).trim().to_string()
-}
 
 /// Running pods with label `sel`, each as (name, node).
 fn running_pods(server: &TestServer, sel: &str) -> Vec<(String, String)> {

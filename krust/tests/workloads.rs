@@ -6,18 +6,11 @@ mod sim;
 
 use std::time::Duration;
 
-use common::{poll, TestServer};
+use common::{jsonpath, poll, TestServer};
 use sim::{Sim, SimNode};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn jsonpath(server: &TestServer, args: &[&str], path: &str) -> String {
-    let mut a: Vec<&str> = args.to_vec();
-    let p = format!("jsonpath={path}");
-    a.extend(["-o", &p]);
-    let out = server.kubectl(&a);
-    common::text(&out.stdout).trim().to_string()
-}
 
 /// Names of the Running pods with label `sel`, each with its node.
 fn running_pods(server: &TestServer, sel: &str) -> Vec<(String, String)> {

@@ -485,6 +485,14 @@ pub fn kubectl_bin() -> String {
     })
 }
 
+/// `kubectl ARGS -o jsonpath=PATH` as the admin, its output trimmed ("" when kubectl fails).
+pub fn jsonpath(server: &TestServer, args: &[&str], path: &str) -> String {
+    let mut a: Vec<&str> = args.to_vec();
+    let p = format!("jsonpath={path}");
+    a.extend(["-o", &p]);
+    text(&server.kubectl(&a).stdout).trim().to_string()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
