@@ -40,3 +40,5 @@ pub async fn require_user(req: Request, next: Next) -> Result<Response, ApiError
     }
     Ok(next.run(req).await)
 }
+
+pub mod bootstrap;

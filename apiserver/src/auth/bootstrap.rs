@@ -1,0 +1,1 @@
+//! Upstream's RBAC bootstrap policy (being written).
