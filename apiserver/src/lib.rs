@@ -6,6 +6,7 @@ pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod autoregister;
+pub mod conn;
 pub mod crd;
 pub mod error;
 pub mod fieldvalidation;
