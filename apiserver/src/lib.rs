@@ -135,6 +135,8 @@ async fn bootstrap(registry: &Registry) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
         }
     }
+    // Upstream's RBAC bootstrap policy, created and reconciled at every start.
+    auth::bootstrap::reconcile(registry).await?;
     // The system PriorityClasses, as upstream's scheduling post-start hook makes them.
     if let Some(classes) = registry.find("scheduling.k8s.io", "v1", "priorityclasses") {
         for pc in kinds::priorityclass::system_priority_classes() {
