@@ -15,6 +15,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// Upstream's `NewForbidden(groupResource, name, err)`: an authorizer's or escalation
+    /// check's refusal, with the resource in its details.
+    #[error("{}", forbidden_text(group, resource, name, message))]
+    ForbiddenResource { group: String, resource: String, name: String, message: String },
     #[error("{kind} \"{name}\" not found")]
     NotFound { group: String, kind: String, name: String },
     /// A path or resource the server does not serve.
@@ -67,6 +71,15 @@ pub enum ApiError {
 /// Upstream's optimistic-lock message.
 pub const OPTIMISTIC_LOCK_MSG: &str = "the object has been modified; please apply your changes to the latest version and try again";
 
+fn forbidden_text(group: &str, resource: &str, name: &str, message: &str) -> String {
+    let gr = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+    match (resource.is_empty(), name.is_empty()) {
+        (true, _) => format!("forbidden: {message}"),
+        (false, true) => format!("{gr} is forbidden: {message}"),
+        (false, false) => format!("{gr} {name:?} is forbidden: {message}"),
+    }
+}
+
 fn join_causes(causes: &[FieldError]) -> String {
     match causes {
         [one] => one.to_string(),
@@ -87,7 +100,7 @@ impl ApiError {
         match self {
             BadRequest(_) => 400,
             Unauthorized => 401,
-            Forbidden(_) => 403,
+            Forbidden(_) | ForbiddenResource { .. } => 403,
             NotFound { .. } | NoRoute => 404,
             MethodNotAllowed(_) => 405,
             NotAcceptable(_) => 406,
@@ -109,7 +122,7 @@ impl ApiError {
         match self {
             BadRequest(_) => "BadRequest",
             Unauthorized => "Unauthorized",
-            Forbidden(_) => "Forbidden",
+            Forbidden(_) | ForbiddenResource { .. } => "Forbidden",
             NotFound { .. } | NoRoute => "NotFound",
             MethodNotAllowed(_) => "MethodNotAllowed",
             NotAcceptable(_) => "NotAcceptable",
@@ -136,6 +149,13 @@ impl ApiError {
                 Some(details(group, kind, name, None))
             }
             Conflict { group, resource, name, .. } => Some(details(group, resource, name, None)),
+            ForbiddenResource { group, resource, name, .. } => {
+                let mut d = details(group, resource, name, None);
+                if name.is_empty() {
+                    d.as_object_mut().map(|m| m.remove("name"));
+                }
+                Some(d)
+            }
             Invalid { group, kind, name, causes } => Some(details(group, kind, name, Some(causes))),
             ApplyConflict { causes, .. } => Some(json!({
                 "causes": causes.iter().map(|(field, message)| json!({"reason": "FieldManagerConflict", "message": message, "field": field})).collect::<Vec<_>>(),

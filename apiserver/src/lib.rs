@@ -46,6 +46,22 @@ pub struct AppState {
     pub tokens: Option<Arc<tokens::ServiceAccountTokens>>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Decides every request (RBAC, Node, system:masters).
+    pub authorizer: Arc<auth::authorizer::Authorizer>,
+    /// `--api-audiences`: the audiences bearer tokens must be for.
+    pub api_audiences: Vec<String>,
+}
+
+impl AppState {
+    /// A state over a registry, authorizing with its RBAC objects.
+    pub async fn new(registry: Arc<Registry>) -> anyhow::Result<AppState> {
+        let authorizer = auth::authorizer::Authorizer::start(&registry).await?;
+        Ok(AppState { registry, kubelet: None, tokens: None, bookmark_interval: Duration::from_secs(10), authorizer, api_audiences: vec![tokens::ISSUER.to_string()] })
+    }
+
+    pub fn auth_context(&self) -> auth::AuthContext {
+        auth::AuthContext { authorizer: self.authorizer.clone(), registry: self.registry.clone(), api_audiences: self.api_audiences.clone() }
+    }
 }
 
 /// Namespaces that exist from the first start, as upstream's system namespaces controller
@@ -74,6 +90,8 @@ pub struct Config {
     pub kubelet_tls: Option<handlers::proxy::KubeletTls>,
     /// The service account token signer (shared with authentication).
     pub tokens: Option<Arc<tokens::ServiceAccountTokens>>,
+    /// `--api-audiences` (default: the issuer).
+    pub api_audiences: Vec<String>,
 }
 
 impl Default for Config {
@@ -85,6 +103,7 @@ impl Default for Config {
             advertise: kubernetes_service::Advertise { address: "127.0.0.1".into(), port: 6443 },
             kubelet_tls: None,
             tokens: None,
+            api_audiences: vec![tokens::ISSUER.to_string()],
         }
     }
 }
@@ -107,7 +126,12 @@ pub async fn app_with(backend: Arc<dyn Backend>, config: Config) -> anyhow::Resu
     }
     tokio::spawn(autoregister::run(registry.clone()));
     let kubelet = config.kubelet_tls.as_ref().map(handlers::proxy::KubeletDialer::new).transpose()?.map(Arc::new);
-    let state = AppState { registry, kubelet, tokens: config.tokens.clone(), bookmark_interval: Duration::from_secs(10) };
+    let mut state = AppState::new(registry).await?;
+    state.kubelet = kubelet;
+    state.tokens = config.tokens.clone();
+    if !config.api_audiences.is_empty() {
+        state.api_audiences = config.api_audiences.clone();
+    }
     Ok(router(state))
 }
 
@@ -119,7 +143,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(handlers::openapi::routes())
         .merge(handlers::resources::routes())
         .fallback(|| async { ApiError::NoRoute.into_response() })
-        .layer(axum::middleware::from_fn(auth::require_user))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::filter))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }

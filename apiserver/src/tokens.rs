@@ -10,7 +10,6 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use crate::auth::UserInfo;
 
 /// Upstream's default issuer (`--service-account-issuer`) and audience.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -80,46 +79,6 @@ impl ServiceAccountTokens {
         let nbf = claims["nbf"].as_i64().unwrap_or(0);
         (claims["iss"] == ISSUER && now < exp && now + 60 >= nbf).then_some(claims)
     }
-
-    /// What a TokenReview answers for `token` (upstream's service account authenticator
-    /// behind `tokenreviews`): the identity with the service account's uid and the pod as
-    /// `extra`, and the audiences both the token and the review accept (the review's, or
-    /// this server's when it names none).
-    pub fn review(&self, token: &str, audiences: &[String], now: i64) -> Value {
-        let Some(claims) = self.verify(token, now) else {
-            return json!({"authenticated": false, "user": {}, "error": "invalid bearer token"});
-        };
-        let wanted: Vec<String> = if audiences.is_empty() { vec![ISSUER.to_string()] } else { audiences.to_vec() };
-        let token_aud: Vec<String> = match &claims["aud"] {
-            Value::String(a) => vec![a.clone()],
-            v => v.as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
-        };
-        let common: Vec<&String> = wanted.iter().filter(|a| token_aud.contains(a)).collect();
-        let k8s = &claims["kubernetes.io"];
-        let (Some(ns), Some(sa), false) = (k8s["namespace"].as_str(), k8s["serviceaccount"]["name"].as_str(), common.is_empty()) else {
-            return json!({"authenticated": false, "user": {}, "error": "token audiences are not accepted, or it names no service account"});
-        };
-        let mut user = json!({
-            "username": format!("system:serviceaccount:{ns}:{sa}"),
-            "uid": k8s["serviceaccount"]["uid"],
-            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
-        });
-        if let (Some(name), Some(uid)) = (k8s["pod"]["name"].as_str(), k8s["pod"]["uid"].as_str()) {
-            user["extra"] = json!({"authentication.kubernetes.io/pod-name": [name], "authentication.kubernetes.io/pod-uid": [uid]});
-        }
-        json!({"authenticated": true, "user": user, "audiences": common})
-    }
-
-    /// The identity a valid token proves, as upstream's service account authenticator.
-    pub fn authenticate(&self, token: &str, now: i64) -> Option<UserInfo> {
-        let claims = self.verify(token, now)?;
-        let ns = claims["kubernetes.io"]["namespace"].as_str()?;
-        let sa = claims["kubernetes.io"]["serviceaccount"]["name"].as_str()?;
-        Some(UserInfo {
-            name: format!("system:serviceaccount:{ns}:{sa}"),
-            groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}"), "system:authenticated".into()],
-        })
-    }
 }
 
 #[cfg(test)]
@@ -133,25 +92,6 @@ mod tests {
     }
 
     #[test]
-    fn reviews_say_who_and_for_which_audiences() {
-        let t = signer();
-        let b = Binding { namespace: "ns".into(), service_account: "builder".into(), service_account_uid: "sa-uid".into(), pod: Some(("p".into(), "pu".into())) };
-        let tok = t.issue(&b, &[], 1000, 3600).unwrap();
-        let r = t.review(&tok, &[], 1001);
-        assert_eq!(r["authenticated"], true);
-        assert_eq!(r["user"]["username"], "system:serviceaccount:ns:builder");
-        assert_eq!(r["user"]["uid"], "sa-uid");
-        assert_eq!(r["user"]["extra"]["authentication.kubernetes.io/pod-name"][0], "p");
-        assert_eq!(r["audiences"][0], ISSUER);
-        // Another audience than the token's, an expired token, a forged one: not authenticated.
-        assert_eq!(t.review(&tok, &["vault".into()], 1001)["authenticated"], false);
-        assert_eq!(t.review(&tok, &[], 5000)["authenticated"], false);
-        assert_eq!(t.review(&format!("{tok}x"), &[], 1001)["authenticated"], false);
-        let vault = t.issue(&b, &["vault".into()], 1000, 3600).unwrap();
-        assert_eq!(t.review(&vault, &["vault".into(), "other".into()], 1001)["audiences"], json!(["vault"]));
-    }
-
-    #[test]
     fn issue_verify_and_refuse() {
         let t = signer();
         let b = Binding { namespace: "ns".into(), service_account: "default".into(), service_account_uid: "u".into(), pod: Some(("p".into(), "pu".into())) };
@@ -159,7 +99,6 @@ mod tests {
         let claims = t.verify(&tok, 1001).unwrap();
         assert_eq!(claims["sub"], "system:serviceaccount:ns:default");
         assert_eq!(claims["kubernetes.io"]["pod"]["name"], "p");
-        assert_eq!(t.authenticate(&tok, 1001).unwrap().name, "system:serviceaccount:ns:default");
         assert!(t.verify(&tok, 1000 + 3600).is_none(), "expired");
         // Another key's signature, or a changed payload, is refused.
         assert!(signer().verify(&tok, 1001).is_none());

@@ -31,12 +31,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let backend = kine_sqlite::SqliteBackend::open(&dir.path().join("state.db")).await.unwrap();
         let _ = apiserver::app(backend.clone()).await.unwrap(); // bootstrap namespaces
-        let state = AppState {
-            registry: Arc::new(Registry::new(apiserver::kinds::all(), backend)),
-            kubelet: None,
-            tokens: None,
-            bookmark_interval: Duration::from_millis(100),
-        };
+        let mut state = AppState::new(Arc::new(Registry::new(apiserver::kinds::all(), backend))).await.unwrap();
+        state.bookmark_interval = Duration::from_millis(100);
         Harness { app: apiserver::router(state), _dir: dir }
     }
 

@@ -110,7 +110,7 @@ impl Admission {
     /// through `backend`.
     pub fn builtin(backend: Arc<dyn Backend>) -> Self {
         Self::new(
-            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(Priority), Box::new(RuntimeClass), Box::new(ValidatingPolicy::default()), Box::new(ResourceQuota::new(backend.clone()))],
+            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(Priority), Box::new(RuntimeClass), Box::new(crate::auth::escalation::RbacEscalation), Box::new(ValidatingPolicy::default()), Box::new(ResourceQuota::new(backend.clone()))],
             Arc::new(BackendReader { backend }),
         )
     }

@@ -102,13 +102,16 @@ async fn serve(st: AppState, group: String, version: String, rest: String, req: 
         .query()
         .map(|q| serde_urlencoded_pairs(q))
         .unwrap_or_default();
-    let user = parts.extensions.get::<UserInfo>().cloned();
+    let user = parts.extensions.get::<UserInfo>().cloned().unwrap_or_default();
     let ctx = ReqCtx {
         namespace: t.namespace.clone(),
-        user: user.as_ref().map(|u| u.name.clone()).unwrap_or_default(),
-        groups: user.map(|u| u.groups).unwrap_or_default(),
+        user: user.name,
+        groups: user.groups,
+        uid: user.uid,
+        extra: user.extra,
         dry_run: is_dry_run(&query)?,
         tokens: st.tokens.clone(),
+        auth: Some(st.auth_context()),
     };
     let req = Req { st, t, query, headers: parts.headers, ctx };
     req.check_verb(&parts.method)?;

@@ -3,28 +3,24 @@
 //! SelfSubjectReview. They are virtual: a create answers the question in the body's `status`
 //! and nothing is stored (`Strategy::create_virtual`); `create` is their only verb.
 //!
-//! Authorization: krust has no authorizer yet (no RBAC): every authenticated request is
-//! allowed. The reviews answer accordingly: a subject is allowed everything when its groups
-//! include `system:authenticated` (which authentication adds to every identity it accepts)
-//! or `system:masters`, and nothing otherwise (a SubjectAccessReview for a bare user name
-//! describes no authenticated identity). Self reviews always concern the caller, who is
-//! authenticated, so they are allowed; SelfSubjectRulesReview returns one rule granting
-//! everything. TokenReview asks the service account token verifier (`tokens.rs`): tokens this
-//! server signed authenticate; others (and any without a verifier) do not.
+//! They answer truthfully, through the server's authorizer chain (`auth::authorizer`:
+//! system:masters, the Node authorizer, RBAC) and its service account token authenticator
+//! (`auth::serviceaccount`), as upstream's do. Without an authorizer (a store driven outside
+//! a server) nothing is allowed.
 
 use serde_json::{json, Map, Value};
 
 use super::common::s;
+use crate::auth::attributes::Attributes;
+use crate::auth::rbac::PolicyRule;
+use crate::auth::{serviceaccount, UserInfo};
 use crate::error::{ApiError, ApiResult};
 use crate::meta;
 use crate::registry::{ReqCtx, Strategy};
 use crate::validation::{FieldError, FieldErrors};
 
-/// The reason every allowed review carries.
-pub const ALLOW_REASON: &str = "krust: no authorizer configured, everything allowed";
-/// The reason a review of an unauthenticated subject carries.
-pub const DENY_REASON: &str =
-    "krust: no authorizer configured, everything is allowed to authenticated users only (group system:authenticated)";
+/// What a review answers when no authorizer is configured.
+const NO_AUTHORIZER: &str = "krust: no authorizer configured";
 const CREATE_ONLY: &[&str] = &["create"];
 
 /// Which review a strategy answers.
@@ -73,17 +69,54 @@ impl Strategy for ReviewStrategy {
     }
 }
 
-/// Whether krust allows a subject with these groups (see the module comment).
-pub fn allowed(groups: &[String]) -> bool {
-    groups.iter().any(|g| g == "system:authenticated" || g == "system:masters")
+/// A decision as a review's `status` (upstream leaves an empty reason out).
+fn decision(ctx: &ReqCtx, attrs: &Attributes) -> Value {
+    let Some(auth) = &ctx.auth else {
+        return json!({"allowed": false, "evaluationError": NO_AUTHORIZER});
+    };
+    let d = auth.authorizer.decide(attrs);
+    let mut status = json!({"allowed": d.allowed});
+    if !d.reason.is_empty() {
+        status["reason"] = json!(d.reason);
+    }
+    status
 }
 
-fn decision(allowed: bool) -> Value {
-    if allowed {
-        json!({"allowed": true, "reason": ALLOW_REASON})
+/// The attributes a review's spec asks about, for `user`.
+fn spec_attributes(user: UserInfo, spec: &Value) -> Attributes {
+    let res = &spec["resourceAttributes"];
+    if res.is_object() {
+        let mut a = Attributes::resource(&user, s(&res["verb"]), s(&res["group"]), s(&res["resource"]), s(&res["subresource"]), s(&res["namespace"]), s(&res["name"]));
+        a.api_version = s(&res["version"]).to_string();
+        a
     } else {
-        json!({"allowed": false, "reason": DENY_REASON})
+        let n = &spec["nonResourceAttributes"];
+        Attributes { user, verb: s(&n["verb"]).to_string(), path: s(&n["path"]).to_string(), ..Default::default() }
     }
+}
+
+/// The subject a SubjectAccessReview names.
+fn spec_user(spec: &Value) -> UserInfo {
+    let strings = |v: &Value| v.as_array().map(|g| g.iter().map(|x| s(x).to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    let extra = spec["extra"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), strings(v))).collect()).unwrap_or_default();
+    UserInfo { name: s(&spec["user"]).to_string(), uid: s(&spec["uid"]).to_string(), groups: strings(&spec["groups"]), extra }
+}
+
+fn rule_values(rules: &[PolicyRule]) -> (Vec<Value>, Vec<Value>) {
+    let (mut resource, mut non_resource) = (Vec::new(), Vec::new());
+    for r in rules {
+        if !r.resources.is_empty() || !r.api_groups.is_empty() {
+            let mut v = json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
+            if !r.resource_names.is_empty() {
+                v["resourceNames"] = json!(r.resource_names);
+            }
+            resource.push(v);
+        }
+        if !r.non_resource_urls.is_empty() {
+            non_resource.push(json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}));
+        }
+    }
+    (resource, non_resource)
 }
 
 fn invalid(review: Review, causes: FieldErrors) -> ApiError {
@@ -144,9 +177,7 @@ fn answer(review: Review, ctx: &ReqCtx, mut obj: Value) -> ApiResult<Value> {
             if !errs.is_empty() {
                 return Err(invalid(review, errs));
             }
-            let groups: Vec<String> =
-                spec["groups"].as_array().map(|g| g.iter().map(|x| s(x).to_string()).collect()).unwrap_or_default();
-            obj["status"] = decision(allowed(&groups));
+            obj["status"] = decision(ctx, &spec_attributes(spec_user(spec), spec));
             Ok(obj)
         }
         Review::SelfSubjectAccess => {
@@ -158,23 +189,29 @@ fn answer(review: Review, ctx: &ReqCtx, mut obj: Value) -> ApiResult<Value> {
             if !errs.is_empty() {
                 return Err(invalid(review, errs));
             }
-            obj["status"] = decision(allowed(&ctx.groups));
+            obj["status"] = decision(ctx, &spec_attributes(ctx.user_info(), &obj["spec"]));
             Ok(obj)
         }
         Review::SelfSubjectRules => {
             if s(&obj["spec"]["namespace"]).is_empty() {
                 return Err(ApiError::bad_request("no namespace on request"));
             }
-            let (resource_rules, non_resource_rules, error) = if allowed(&ctx.groups) {
-                (
-                    json!([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]),
-                    json!([{"verbs": ["*"], "nonResourceURLs": ["*"]}]),
-                    None,
-                )
-            } else {
-                (json!([]), json!([]), Some(DENY_REASON))
+            let ns = s(&obj["spec"]["namespace"]);
+            let user = ctx.user_info();
+            let (rules, mut errors, mut incomplete) = match &ctx.auth {
+                Some(auth) => {
+                    let (rules, errors) = auth.authorizer.rules_for(&user, ns);
+                    (rules, errors, false)
+                }
+                None => (Vec::new(), vec![NO_AUTHORIZER.to_string()], true),
             };
-            let mut status = json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": false});
+            if crate::auth::node::node_name(&user).is_some() {
+                errors.push("node authorizer does not support user rule resolution".into());
+                incomplete = true;
+            }
+            let (resource_rules, non_resource_rules) = rule_values(&rules);
+            let error = (!errors.is_empty()).then(|| errors.join(", "));
+            let mut status = json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": incomplete});
             if let Some(e) = error {
                 status["evaluationError"] = json!(e);
             }
@@ -185,17 +222,14 @@ fn answer(review: Review, ctx: &ReqCtx, mut obj: Value) -> ApiResult<Value> {
                 return Err(ApiError::bad_request("token is required for TokenReview in authentication"));
             }
             let audiences: Vec<String> = obj["spec"]["audiences"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
-            obj["status"] = match &ctx.tokens {
-                Some(t) => t.review(s(&obj["spec"]["token"]), &audiences, chrono::Utc::now().timestamp()),
-                None => json!({"authenticated": false, "user": {}, "error": "krust: no token authenticator is configured"}),
+            obj["status"] = match (&ctx.tokens, &ctx.auth) {
+                (Some(t), Some(auth)) => token_review(t, auth, s(&obj["spec"]["token"]), &audiences),
+                _ => json!({"authenticated": false, "user": {}, "error": "krust: no token authenticator is configured"}),
             };
             Ok(obj)
         }
         Review::SelfSubject => {
-            let mut user = json!({"username": ctx.user});
-            if !ctx.groups.is_empty() {
-                user["groups"] = json!(ctx.groups);
-            }
+            let user = ctx.user_info().to_review_json();
             Ok(json!({
                 "apiVersion": obj["apiVersion"],
                 "kind": obj["kind"],
@@ -203,6 +237,18 @@ fn answer(review: Review, ctx: &ReqCtx, mut obj: Value) -> ApiResult<Value> {
                 "status": {"userInfo": user},
             }))
         }
+    }
+}
+
+/// What a TokenReview answers: the identity of a valid token for one of the review's
+/// audiences (the API's when it names none) whose bound objects still exist.
+fn token_review(signer: &crate::tokens::ServiceAccountTokens, auth: &crate::auth::AuthContext, token: &str, audiences: &[String]) -> Value {
+    let accepted = if audiences.is_empty() { &auth.api_audiences[..] } else { audiences };
+    let checked = serviceaccount::claims(signer, token, accepted, chrono::Utc::now().timestamp())
+        .and_then(|c| serviceaccount::check_bound_cached(&auth.registry, &c).map(|()| c));
+    match checked {
+        Ok(c) => json!({"authenticated": true, "user": c.user.to_review_json(), "audiences": c.audiences}),
+        Err(e) => json!({"authenticated": false, "user": {}, "error": e}),
     }
 }
 
@@ -215,16 +261,13 @@ mod tests {
     }
 
     #[test]
-    fn subject_access_reviews() {
+    fn subject_access_reviews_validate() {
         let s = ReviewStrategy(Review::SubjectAccess);
         let sar = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "metadata": {},
             "spec": {"user": "bob", "resourceAttributes": {"verb": "list", "resource": "pods"}}});
+        // Without an authorizer nothing is allowed (servers always have one).
         let out = s.create_virtual(&admin(), &sar).unwrap().unwrap();
-        assert_eq!(out["status"]["allowed"], false);
-        let mut authed = sar.clone();
-        authed["spec"]["groups"] = json!(["system:authenticated"]);
-        let out = s.create_virtual(&admin(), &authed).unwrap().unwrap();
-        assert_eq!(out["status"], json!({"allowed": true, "reason": ALLOW_REASON}));
+        assert_eq!(out["status"], json!({"allowed": false, "evaluationError": NO_AUTHORIZER}));
         let mut bad = sar.clone();
         bad["spec"] = json!({"user": ""});
         let err = s.create_virtual(&admin(), &bad).unwrap().unwrap_err().to_string();
@@ -233,18 +276,29 @@ mod tests {
     }
 
     #[test]
+    fn review_specs_become_attributes() {
+        let spec = json!({"user": "bob", "uid": "u", "groups": ["g"], "extra": {"k": ["v"]},
+            "resourceAttributes": {"verb": "get", "group": "apps", "version": "v1", "resource": "deployments", "subresource": "scale", "namespace": "ns", "name": "d"}});
+        let a = spec_attributes(spec_user(&spec), &spec);
+        assert_eq!((a.user.name.as_str(), a.user.uid.as_str(), a.user.extra["k"][0].as_str()), ("bob", "u", "v"));
+        assert_eq!((a.verb.as_str(), a.api_group.as_str(), a.combined_resource().as_str(), a.namespace.as_str(), a.name.as_str()), ("get", "apps", "deployments/scale", "ns", "d"));
+        assert!(a.resource_request);
+        let spec = json!({"groups": ["g"], "nonResourceAttributes": {"verb": "get", "path": "/healthz"}});
+        let a = spec_attributes(spec_user(&spec), &spec);
+        assert!(!a.resource_request);
+        assert_eq!(a.path, "/healthz");
+    }
+
+    #[test]
     fn self_reviews() {
-        let ssar = json!({"metadata": {}, "spec": {"nonResourceAttributes": {"path": "/", "verb": "get"}}});
-        let out = ReviewStrategy(Review::SelfSubjectAccess).create_virtual(&admin(), &ssar).unwrap().unwrap();
-        assert_eq!(out["status"]["allowed"], true);
         let ssr = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview", "metadata": {}});
         let out = ReviewStrategy(Review::SelfSubject).create_virtual(&admin(), &ssr).unwrap().unwrap();
         assert_eq!(out["status"]["userInfo"]["username"], "admin");
         let tr = json!({"spec": {"token": "abc"}});
         let out = ReviewStrategy(Review::Token).create_virtual(&admin(), &tr).unwrap().unwrap();
         assert_eq!(out["status"]["authenticated"], false);
-        let rules = json!({"spec": {"namespace": "default"}});
-        let out = ReviewStrategy(Review::SelfSubjectRules).create_virtual(&admin(), &rules).unwrap().unwrap();
-        assert_eq!(out["status"]["resourceRules"][0]["verbs"], json!(["*"]));
+        let (res, non_res) = rule_values(&[PolicyRule::from_value(&json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]})), PolicyRule::from_value(&json!({"nonResourceURLs": ["/api"], "verbs": ["get"]}))]);
+        assert_eq!(res, [json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]})]);
+        assert_eq!(non_res, [json!({"verbs": ["get"], "nonResourceURLs": ["/api"]})]);
     }
 }

@@ -162,6 +162,11 @@ impl WatchCache {
         self.progress.subscribe()
     }
 
+    /// The live object at `key`, if the cache has it.
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.inner.read().expect("cache lock").objects.get(key).cloned()
+    }
+
     /// The live keys under `prefix`, and the revision they are current at.
     pub fn list(&self, prefix: &str) -> (i64, Vec<KeyValue>) {
         let inner = self.inner.read().expect("cache lock");

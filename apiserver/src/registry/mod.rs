@@ -172,6 +172,11 @@ impl Registry {
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
+    /// The watch cache every store reads watches from.
+    pub fn watch_cache(&self) -> &Arc<cache::WatchCache> {
+        &self.cache
+    }
+
         &self.backend
     }
 

@@ -27,6 +27,19 @@ pub struct ReqCtx {
     pub dry_run: bool,
     /// The service account token verifier (TokenReview), when the server signs tokens.
     pub tokens: Option<std::sync::Arc<crate::tokens::ServiceAccountTokens>>,
+    /// The caller's uid and extra (beside `user` and `groups`).
+    pub uid: String,
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+    /// Authorization, for the access reviews and escalation checks (absent in stores
+    /// driven outside a server: bootstrap, unit tests).
+    pub auth: Option<crate::auth::AuthContext>,
+}
+
+impl ReqCtx {
+    /// The caller as the authorizers see it.
+    pub fn user_info(&self) -> crate::auth::UserInfo {
+        crate::auth::UserInfo { name: self.user.clone(), uid: self.uid.clone(), groups: self.groups.clone(), extra: self.extra.clone() }
+    }
 }
 
 /// Which rule a kind's `metadata.name` follows.
