@@ -6,6 +6,7 @@
 //! One module per controller; each exposes `pub async fn run(ctx: Arc<Ctx>) -> Result<(), Error>`
 //! and is listed once in [`CONTROLLERS`].
 
+pub mod clusterroleaggregation;
 pub mod context;
 pub mod cronjob;
 pub mod daemonset;
@@ -62,6 +63,7 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("disruption", |ctx| Box::pin(disruption::run(ctx))),
     ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
     ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
+    ("clusterrole-aggregation", |ctx| Box::pin(clusterroleaggregation::run(ctx))),
 ];
 
 /// A reflector cache of `api`, kept current in the background; every change wakes `notify`.
