@@ -3,6 +3,7 @@
 //! `DATA_DIR/agent/logs/<namespace>_<name>_<uid>/<container>/<restart>.log` (the layout of
 //! upstream's `/var/log/pods`), in the CRI log format.
 
+pub mod auth;
 pub mod probes;
 pub mod server;
 pub mod spdy;

@@ -1,24 +1,28 @@
 //! The kubelet's HTTPS endpoint (port 10250): the API server forwards `pods/log`, `pods/exec`,
-//! `pods/attach` and `pods/portforward` here (the streaming ones: see [`stream`]). Clients must
-//! present a certificate signed by the cluster's client CA, as upstream's kubelet with
-//! `--client-ca-file`.
+//! `pods/attach` and `pods/portforward` here (the streaming ones: see [`stream`]). Every
+//! request is authenticated (a client certificate signed by the cluster's client CA, or a
+//! bearer token) and authorized by the API server before it reaches a route: see [`auth`].
+//! Path segments naming a namespace, pod or container are checked before any file is touched.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
+use crate::kubelet::auth::{self, Auth, PeerCertificate};
 use crate::kubelet::stream;
 use crate::kubelet::worker::instance_id;
 use crate::kubelet::Kubelet;
@@ -45,7 +49,12 @@ fn tls_config(tls: &ServingTls) -> Result<Arc<rustls::ServerConfig>, String> {
     for c in certs(&tls.client_ca_pem)? {
         roots.add(c).map_err(|e| e.to_string())?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(|e| e.to_string())?;
+    // A certificate is optional so that bearer tokens can be used; one that is sent must
+    // verify. A request with neither is refused by the auth filter.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut tls.key_pem.as_bytes()).map_err(|e| e.to_string())?.ok_or("no private key")?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -60,6 +69,7 @@ fn tls_config(tls: &ServingTls) -> Result<Arc<rustls::ServerConfig>, String> {
 /// Serves the endpoint on `listener` forever.
 pub async fn serve(kubelet: Arc<Kubelet>, listener: TcpListener, tls: ServingTls) -> Result<(), String> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(&tls)?);
+    let auth = Arc::new(Auth::new(kubelet.client.clone(), kubelet.config.node_name.clone()));
     let router = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
@@ -67,6 +77,7 @@ pub async fn serve(kubelet: Arc<Kubelet>, listener: TcpListener, tls: ServingTls
         .route("/exec/{namespace}/{pod}/{container}", any(stream::exec))
         .route("/attach/{namespace}/{pod}/{container}", any(stream::attach))
         .route("/portForward/{namespace}/{pod}", any(stream::port_forward))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::filter))
         .with_state(kubelet);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -84,16 +95,100 @@ pub async fn serve(kubelet: Arc<Kubelet>, listener: TcpListener, tls: ServingTls
                 Ok(Ok(t)) => t,
                 _ => return tracing::debug!(%peer, "kubelet endpoint: TLS handshake failed"),
             };
-            let conn = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(router)).await {
+            let peer_cert = PeerCertificate(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| auth::certificate_user(c.as_ref())));
+            let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer_cert.clone());
+                req
+            });
+            let conn = http_builder();
+            if let Err(e) = conn.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service)).await {
                 tracing::debug!(%peer, error = %e, "kubelet endpoint: connection ended");
             }
         });
     }
 }
 
+/// Upstream kubelet's `IdleTimeout`.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// HTTP/1.1 only (all that ALPN offers here), with a header timeout of upstream's
+/// `IdleTimeout`: hyper's header timer runs from the end of the previous response, so it
+/// closes idle keep-alive connections and clients that never finish a request head alike.
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
+    builder
+}
+
 fn plain(code: StatusCode, msg: String) -> Response {
     (code, msg).into_response()
+}
+
+/// A DNS-1123 label: 1 to 63 of `a-z`, `0-9`, `-`, alphanumeric at both ends (what the API
+/// allows for namespace and container names).
+fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && is_label_text(s)
+}
+
+fn is_label_text(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.first().is_some_and(alnum) && b.last().is_some_and(alnum) && b.iter().all(|c| alnum(c) || *c == b'-')
+}
+
+/// A DNS-1123 subdomain: at most 253 characters, dot-separated labels (what the API allows
+/// for pod names). No empty label, so never `.` or `..`.
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label_text)
+}
+
+/// The 400 for a path segment no pod of the API could have.
+fn check_segment(what: &str, value: &str, valid: fn(&str) -> bool, rule: &str) -> Result<(), Response> {
+    if valid(value) {
+        return Ok(());
+    }
+    Err(plain(StatusCode::BAD_REQUEST, format!("invalid {what} {value:?}: must be a DNS-1123 {rule}\n")))
+}
+
+/// `{namespace}/{pod}` of a route, checked: these name folders on disk.
+pub struct PodPath {
+    pub namespace: String,
+    pub pod: String,
+}
+
+/// `{namespace}/{pod}/{container}` of a route, checked as [`PodPath`].
+pub struct ContainerPath {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
+impl PodPath {
+    fn checked(namespace: String, pod: String) -> Result<PodPath, Response> {
+        check_segment("namespace", &namespace, is_dns1123_label, "label")?;
+        check_segment("pod name", &pod, is_dns1123_subdomain, "subdomain")?;
+        Ok(PodPath { namespace, pod })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PodPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let UrlPath((namespace, pod)) = UrlPath::<(String, String)>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        PodPath::checked(namespace, pod)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ContainerPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let UrlPath((namespace, pod, container)) = UrlPath::<(String, String, String)>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let PodPath { namespace, pod } = PodPath::checked(namespace, pod)?;
+        check_segment("container name", &container, is_dns1123_label, "label")?;
+        Ok(ContainerPath { namespace, pod, container })
+    }
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -184,7 +279,7 @@ impl Filter {
     }
 }
 
-async fn container_logs(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>, Query(q): Query<LogQuery>) -> Response {
+async fn container_logs(State(k): State<Arc<Kubelet>>, ContainerPath { namespace, pod, container }: ContainerPath, Query(q): Query<LogQuery>) -> Response {
     let Some((dir, uid)) = pod_log_dir(&k.logs_dir(), &namespace, &pod) else {
         return plain(StatusCode::NOT_FOUND, format!("pod {namespace}/{pod} not found on this node\n"));
     };
@@ -258,4 +353,34 @@ async fn container_logs(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, 
         }
     });
     (StatusCode::OK, [("content-type", "text/plain")], Body::from_stream(stream)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_leave_the_log_folder_are_refused() {
+        for ok in ["default", "kube-system", "a", "a1-b2", &"x".repeat(63)] {
+            assert!(is_dns1123_label(ok), "{ok}");
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "-a", "a-", "A", "a_b", "a.b", "a%2Fb", &"x".repeat(64)] {
+            assert!(!is_dns1123_label(bad), "{bad:?}");
+        }
+        assert!(is_dns1123_subdomain("web-0.example"));
+        assert!(is_dns1123_subdomain(&"x".repeat(64)));
+        for bad in ["", ".", "..", "a..b", ".a", "a.", "../x", "a/b", "A", "a_b", "x\0", &"x".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_segments_get_400_with_what_was_wrong() {
+        let err = PodPath::checked("default".into(), "..".into()).err().unwrap();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(PodPath::checked("../x".into(), "box".into()).is_err());
+        assert!(PodPath::checked("default".into(), "box".into()).is_ok());
+        assert!(check_segment("container name", "../x", is_dns1123_label, "label").is_err());
+    }
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path as UrlPath, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -45,7 +45,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::kubelet::server::{instances, pod_log_dir};
+use crate::kubelet::server::{instances, pod_log_dir, ContainerPath, PodPath};
 use crate::kubelet::spdy::{self, Frame, Out};
 use crate::kubelet::worker::instance_id;
 use crate::kubelet::Kubelet;
@@ -483,7 +483,7 @@ async fn finish(out: Channels, writer: tokio::task::JoinHandle<()>, mut reader: 
 }
 
 /// `GET /exec/{namespace}/{pod}/{container}?command=...&stdin=..&stdout=..&stderr=..&tty=..`
-pub async fn exec(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>, req: Request) -> Response {
+pub async fn exec(State(k): State<Arc<Kubelet>>, ContainerPath { namespace, pod, container }: ContainerPath, req: Request) -> Response {
     let opts = match StreamOpts::parse(req.uri().query()) {
         Ok(o) => o,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
@@ -636,7 +636,7 @@ async fn drain(out: &Channels, pumps: Vec<tokio::task::JoinHandle<()>>) {
 }
 
 /// `GET /attach/{namespace}/{pod}/{container}?stdin=..&stdout=..&stderr=..&tty=..`
-pub async fn attach(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>, req: Request) -> Response {
+pub async fn attach(State(k): State<Arc<Kubelet>>, ContainerPath { namespace, pod, container }: ContainerPath, req: Request) -> Response {
     let opts = match StreamOpts::parse(req.uri().query()) {
         Ok(o) => o,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
@@ -706,7 +706,7 @@ async fn attach_session(session: Session, opts: StreamOpts, k: Arc<Kubelet>, id:
 }
 
 /// `/portForward/{namespace}/{pod}`: SPDY/3.1, plain or tunnelled in a WebSocket.
-pub async fn port_forward(State(k): State<Arc<Kubelet>>, UrlPath((namespace, pod)): UrlPath<(String, String)>, req: Request) -> Response {
+pub async fn port_forward(State(k): State<Arc<Kubelet>>, PodPath { namespace, pod }: PodPath, req: Request) -> Response {
     let Some((_, uid)) = pod_log_dir(&k.logs_dir(), &namespace, &pod) else {
         return plain(StatusCode::NOT_FOUND, "pod does not exist");
     };
