@@ -4,6 +4,12 @@
 //! verified connection to `POST /v1-krust/node-credentials` and receives a client
 //! certificate for `system:node:<name>`. The result is a kubeconfig kept in the agent's
 //! data dir and reused on later starts.
+//!
+//! Each node also holds a password (k3s's `/etc/rancher/node/password`): generated on the
+//! first join, kept in `DATA_DIR/agent/node-password` (mode 0600) and sent with every
+//! credentials request. The server remembers the first password it saw for a node name and
+//! refuses that name to anyone else, so a leaked cluster secret does not let a machine take
+//! over another node's identity.
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +76,9 @@ pub fn ca_hash(ca_pem: &str) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsRequest {
     pub node_name: String,
+    /// Proves the caller is the node that first joined under `node_name`.
+    #[serde(default)]
+    pub node_password: String,
     /// Addresses the kubelet's serving certificate must cover.
     #[serde(default)]
     pub addresses: Vec<String>,
@@ -88,6 +97,35 @@ pub struct CredentialsResponse {
     pub serving_key: String,
 }
 
+/// The node password's file in the agent's data dir.
+pub fn node_password_file(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("node-password")
+}
+
+/// The node's password: the one kept in `agent_dir`, or a new random one stored there.
+pub fn ensure_node_password(agent_dir: &Path) -> Result<String, JoinError> {
+    let path = node_password_file(agent_dir);
+    let io = |source| JoinError::Io { path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let password = random_hex(16).map_err(io)?;
+    write_private(&path, format!("{password}\n").as_bytes())?;
+    tracing::info!(path = %path.display(), "generated this node's password");
+    Ok(password)
+}
+
+/// `n` random bytes from the kernel's generator, as hex.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
 /// Where the kubelet keeps its serving certificate and the client CA next to its kubeconfig.
 pub fn serving_files(kubeconfig: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let dir = kubeconfig.parent().unwrap_or(Path::new("."));
@@ -95,7 +133,14 @@ pub fn serving_files(kubeconfig: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn request_err(context: &'static str) -> impl FnOnce(kube::Error) -> JoinError {
-    move |e| JoinError::Request { context, message: e.to_string() }
+    move |e| {
+        // The server answers refusals in plain text: its words, with the status code.
+        let message = match &e {
+            kube::Error::Api(s) => format!("{} (HTTP {})", s.message, s.code),
+            _ => e.to_string(),
+        };
+        JoinError::Request { context, message }
+    }
 }
 
 fn client(server: &str, ca_pem: Option<&str>, bearer: Option<&str>) -> Result<kube::Client, JoinError> {
@@ -136,7 +181,7 @@ fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
 
 /// Obtains node credentials from `server` and writes a kubeconfig at `kubeconfig`
 /// (reused as is when it already exists). Returns its path.
-pub async fn ensure_kubeconfig(server: &str, token: &str, node_name: &str, addresses: &[String], kubeconfig: &Path) -> Result<PathBuf, JoinError> {
+pub async fn ensure_kubeconfig(server: &str, token: &str, node_name: &str, node_password: &str, addresses: &[String], kubeconfig: &Path) -> Result<PathBuf, JoinError> {
     if kubeconfig.exists() {
         return Ok(kubeconfig.to_path_buf());
     }
@@ -154,7 +199,7 @@ pub async fn ensure_kubeconfig(server: &str, token: &str, node_name: &str, addre
         None => tracing::warn!("the token carries no CA hash: trusting the server's CA on first use (use the K10... token `krust server` prints)"),
     }
     let verified = client(server, Some(&ca_pem), Some(&token.secret))?;
-    let body = serde_json::to_vec(&CredentialsRequest { node_name: node_name.to_string(), addresses: addresses.to_vec() }).expect("serializable");
+    let body = serde_json::to_vec(&CredentialsRequest { node_name: node_name.to_string(), node_password: node_password.to_string(), addresses: addresses.to_vec() }).expect("serializable");
     let req = http::Request::post(CREDENTIALS_PATH).header(CONTENT_TYPE, "application/json").body(body).expect("a static request");
     let text = verified.request_text(req).await.map_err(request_err("asking the server for node credentials"))?;
     let creds: CredentialsResponse = serde_json::from_str(&text).map_err(|e| JoinError::Request { context: "reading node credentials", message: e.to_string() })?;
@@ -214,5 +259,18 @@ mod tests {
         assert!(Token::parse("  ").is_err());
         let full = Token::full("PEM", "x");
         assert_eq!(Token::parse(&full).unwrap().ca_hash.unwrap(), ca_hash("PEM"));
+    }
+
+    #[test]
+    fn node_password_generated_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_node_password(dir.path()).unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(ensure_node_password(dir.path()).unwrap(), first);
+        let mode = std::fs::metadata(node_password_file(dir.path())).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(ensure_node_password(other.path()).unwrap(), first);
     }
 }

@@ -9,6 +9,7 @@ mod join;
 mod kine;
 mod kubeconfig;
 mod node;
+mod node_password;
 mod pki;
 mod serve;
 mod server;

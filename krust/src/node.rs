@@ -51,7 +51,8 @@ pub async fn run(args: AgentArgs, started: Instant) -> anyhow::Result<()> {
         (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading --token-file {}", f.display()))?.trim().to_string(),
         (None, None) => anyhow::bail!("--token or --token-file is required"),
     };
-    agent::join::ensure_kubeconfig(&args.server, &token, &config.node_name, &[config.node_ip.to_string()], &kubeconfig).await.context("joining the cluster")?;
+    let password = agent::join::ensure_node_password(&config.data_dir)?;
+    agent::join::ensure_kubeconfig(&args.server, &token, &config.node_name, &password, &[config.node_ip.to_string()], &kubeconfig).await.context("joining the cluster")?;
     let client = client_from(&kubeconfig).await?;
     let running_name = config.node_name.clone();
     let running = agent::start(config, client).await.context("starting the agent")?;
@@ -74,19 +75,27 @@ pub async fn clean(agent: Option<&agent::Agent>, node_name: &str) {
     tracing::info!(node = node_name, "--clean: removed this node's pods and kube-proxy rules");
 }
 
-/// The server's own agent: credentials signed here, written to DATA_DIR/agent.
-pub async fn spawn_in_server(node: &NodeArgs, data_dir: &Path, tls_dir: &Path, url: &str, pki: &crate::pki::Pki) -> anyhow::Result<tokio::task::JoinHandle<Option<agent::Agent>>> {
+/// The server's own agent: credentials from the server's [`crate::join::Issuer`] (so under
+/// the same node password and address rules as any agent), written to DATA_DIR/agent. The
+/// password check needs the API: it runs in the task, once the server serves.
+pub fn spawn_in_server(node: &NodeArgs, data_dir: &Path, url: &str, issuer: std::sync::Arc<crate::join::Issuer>) -> anyhow::Result<tokio::task::JoinHandle<Option<agent::Agent>>> {
     let config = agent_config(node, data_dir, true)?;
-    let kubeconfig: PathBuf = config.data_dir.join("kubelet.kubeconfig");
-    let addresses = [config.node_ip.to_string(), "127.0.0.1".to_string()];
-    let creds = crate::join::node_credentials(tls_dir, &config.node_name, &addresses, &pki.server_ca_pem, &pki.client_ca_pem)?;
-    agent::join::write_kubeconfig(&kubeconfig, url, &creds)?;
-    let client = client_from(&kubeconfig).await?;
+    let node_password = agent::join::ensure_node_password(&config.data_dir)?;
+    let url = url.to_string();
     Ok(tokio::spawn(async move {
-        match agent::start(config, client).await {
+        let name = config.node_name.clone();
+        let started = async {
+            let kubeconfig: PathBuf = config.data_dir.join("kubelet.kubeconfig");
+            let req = agent::join::CredentialsRequest { node_name: name.clone(), node_password, addresses: vec![config.node_ip.to_string()] };
+            let creds = issuer.issue(&req).await.context("issuing this node's credentials")?;
+            agent::join::write_kubeconfig(&kubeconfig, &url, &creds)?;
+            let client = client_from(&kubeconfig).await?;
+            agent::start(config, client).await.context("starting the agent")
+        };
+        match started.await {
             Ok(a) => Some(a),
             Err(e) => {
-                tracing::error!(error = %e, "the node agent failed to start");
+                tracing::error!(node = %name, error = %format!("{e:#}"), "the node agent failed to start");
                 None
             }
         }

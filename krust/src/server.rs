@@ -79,10 +79,17 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             ca_pem: pki.server_ca_pem.clone(),
         }),
     };
+    let issuer = std::sync::Arc::new(join::Issuer {
+        tls_dir: paths.tls(),
+        ca_pem: pki.server_ca_pem.clone(),
+        client_ca_pem: pki.client_ca_pem.clone(),
+        service_cidrs: join::parse_cidrs(&args.service_cidr)?,
+        client: node::client_from(&paths.admin_kubeconfig()).await?,
+    });
     let router = apiserver::app_with(backend, api_config)
         .await
         .context("starting the API server")?
-        .merge(join::routes(paths.tls(), secret.clone(), pki.server_ca_pem.clone(), pki.client_ca_pem.clone()));
+        .merge(join::routes(secret.clone(), issuer.clone()));
     let join_token = agent::join::Token::full(&pki.server_ca_pem, &secret);
     crate::files::write_atomic(&paths.node_token(), format!("{join_token}\n").as_bytes(), 0o600)?;
     let tls = serve::tls_config(&pki)?;
@@ -125,7 +132,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         tracing::info!("--disable-agent: running the control plane only");
         None
     } else {
-        Some(node::spawn_in_server(&args.node, &args.data_dir, &paths.tls(), &url, &pki).await?)
+        Some(node::spawn_in_server(&args.node, &args.data_dir, &url, issuer)?)
     };
     serve::serve(listener, tls, router, Some(tokens), stop).await?;
     cluster_dns.abort();

@@ -1,6 +1,5 @@
 //! The cluster join token, kept in `DATA_DIR/server/token` (agents will present it to join).
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -32,9 +31,7 @@ pub fn ensure(path: &Path, given: Option<&str>) -> anyhow::Result<String> {
 
 /// 32 random bytes as hex, from the kernel's generator.
 fn random_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(agent::join::random_hex(32)?)
 }
 
 #[cfg(test)]

@@ -272,6 +272,10 @@ fn a_second_agent_joins_with_the_token_and_runs_pods() {
     assert_eq!(s.kubectl_ok(&["get", "node", "node-203", "-o", "jsonpath={.spec.podCIDR}"]), "10.42.203.0/24", "agent log:\n{}", agent.output());
     let lease = s.kubectl_ok(&["get", "lease", "-n", "kube-node-lease", "node-203", "-o", "jsonpath={.spec.holderIdentity}"]);
     assert_eq!(lease, "node-203");
+    // Both joined under a node password, the server's own agent too.
+    for node in ["node-202", "node-203"] {
+        s.kubectl_ok(&["get", "secret", "-n", "kube-system", &format!("{node}.node-password.krust")]);
+    }
 
     // A pod placed on the joined node runs there, and its logs come through its kubelet.
     let overrides = r#"{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-203"}}}"#;

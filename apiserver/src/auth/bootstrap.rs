@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use serde_json::{json, Value};
 
+use super::rbac::{uncovered, PolicyRule};
 use crate::error::ApiError;
 use crate::meta;
 use crate::registry::list::{ListOptions, Selection};
@@ -1038,91 +1039,12 @@ pub fn role_bindings() -> Vec<Value> {
     ]
 }
 
-// ---- rule coverage (upstream's pkg/registry/rbac/validation/policy_comparator.go) ----
-
-fn strs(v: &Value) -> Vec<&str> {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
-}
-
-/// Splits a rule into rules of one verb, one group, one resource and one name (or one
-/// non-resource URL and one verb), as upstream's `BreakdownRule`.
-pub fn breakdown(rule: &Value) -> Vec<Value> {
-    let (verbs, groups, resources, names) = (
-        strs(&rule["verbs"]),
-        strs(&rule["apiGroups"]),
-        strs(&rule["resources"]),
-        strs(&rule["resourceNames"]),
-    );
-    let mut out = Vec::new();
-    for g in &groups {
-        for r in &resources {
-            for v in &verbs {
-                if names.is_empty() {
-                    out.push(json!({"verbs": [v], "apiGroups": [g], "resources": [r]}));
-                }
-                for n in &names {
-                    out.push(json!({"verbs": [v], "apiGroups": [g], "resources": [r], "resourceNames": [n]}));
-                }
-            }
-        }
-    }
-    for u in strs(&rule["nonResourceURLs"]) {
-        for v in &verbs {
-            out.push(json!({"verbs": [v], "nonResourceURLs": [u]}));
-        }
-    }
-    out
-}
-
-fn has_all(set: &[&str], wanted: &[&str]) -> bool {
-    wanted.iter().all(|w| set.contains(w))
-}
-
-/// Whether `owner` resources cover `wanted`: `*`, exact names, or `*/<subresource>`.
-fn resources_cover(owner: &[&str], wanted: &[&str]) -> bool {
-    owner.contains(&"*")
-        || wanted.iter().all(|w| {
-            owner.contains(w)
-                || w.split_once('/')
-                    .is_some_and(|(_, sub)| owner.iter().any(|o| o.strip_prefix("*/") == Some(sub)))
-        })
-}
-
-fn url_covers(owner: &str, path: &str) -> bool {
-    owner == path || owner.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix))
-}
-
-/// Upstream's `ruleCovers`: whether `owner` allows everything the atomic rule `sub` does.
-fn rule_covers(owner: &Value, sub: &Value) -> bool {
-    let (ov, og, or, on) = (
-        strs(&owner["verbs"]),
-        strs(&owner["apiGroups"]),
-        strs(&owner["resources"]),
-        strs(&owner["resourceNames"]),
-    );
-    let (sv, sg, sr, sn) = (
-        strs(&sub["verbs"]),
-        strs(&sub["apiGroups"]),
-        strs(&sub["resources"]),
-        strs(&sub["resourceNames"]),
-    );
-    let ou = strs(&owner["nonResourceURLs"]);
-    let verbs = ov.contains(&"*") || has_all(&ov, &sv);
-    let groups = og.contains(&"*") || has_all(&og, &sg);
-    let names = on.is_empty() || (!sn.is_empty() && has_all(&on, &sn));
-    let urls = strs(&sub["nonResourceURLs"]).iter().all(|u| ou.iter().any(|o| url_covers(o, u)));
-    verbs && groups && resources_cover(&or, &sr) && names && urls
-}
-
-/// Upstream's `Covers`: whether `owner` rules allow all that `servant` rules do, and the atomic
-/// rules they do not.
+/// Upstream's `Covers` over rules as JSON (the authorizer's [`uncovered`]): whether `owner`
+/// rules allow all that `servant` rules do, and the atomic rules they do not.
 pub fn covers(owner: &[Value], servant: &[Value]) -> (bool, Vec<Value>) {
-    let uncovered: Vec<Value> = servant
-        .iter()
-        .flat_map(breakdown)
-        .filter(|sub| !owner.iter().any(|o| rule_covers(o, sub)))
-        .collect();
-    (uncovered.is_empty(), uncovered)
+    let parse = |rules: &[Value]| rules.iter().map(PolicyRule::from_value).collect::<Vec<_>>();
+    let missing: Vec<Value> = uncovered(&parse(owner), &parse(servant)).iter().map(PolicyRule::to_value).collect();
+    (missing.is_empty(), missing)
 }
 
 // ---- reconciliation (upstream's pkg/registry/rbac/reconciliation) ----
