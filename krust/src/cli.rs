@@ -23,16 +23,34 @@ pub enum Command {
     Server(ServerArgs),
     /// Run a node that joins a server: registers the Node and runs its pods.
     Agent(AgentArgs),
-    /// Serve the embedded SQLite datastore over the etcd v3 gRPC API (plain HTTP/2), so that
-    /// `etcdctl` and etcd clients can use it.
+    /// Serve the embedded SQLite datastore over the etcd v3 gRPC API (HTTP/2, TLS when
+    /// asked), so that `etcdctl` and etcd clients can use it.
     Kine(KineArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct KineArgs {
-    /// Address to serve the etcd v3 API on (plain HTTP/2, no TLS).
+    /// Address to serve the etcd v3 API on (plain HTTP/2 unless --listen-cert/-key are
+    /// given; a non-loopback address needs TLS or --listen-insecure).
     #[arg(long, default_value = "127.0.0.1:2379")]
     pub listen: SocketAddr,
+
+    /// Certificate (PEM) to serve the etcd v3 API over TLS with (needs --listen-key).
+    #[arg(long, value_name = "FILE", alias = "datastore-listen-cert", requires = "listen_key")]
+    pub listen_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --listen-cert.
+    #[arg(long, value_name = "FILE", alias = "datastore-listen-key", requires = "listen_cert")]
+    pub listen_key: Option<PathBuf>,
+
+    /// Clients must present a certificate signed by this CA (PEM), as etcd's
+    /// --client-cert-auth with --trusted-ca-file.
+    #[arg(long, value_name = "FILE", alias = "datastore-listen-client-ca", requires = "listen_cert")]
+    pub listen_client_ca: Option<PathBuf>,
+
+    /// Serve a non-loopback --listen address without TLS anyway.
+    #[arg(long, alias = "datastore-listen-insecure")]
+    pub listen_insecure: bool,
 
     /// krust's data folder: serves the server's store, DATA_DIR/server/db/state.db.
     #[arg(
@@ -163,10 +181,29 @@ pub struct ServerArgs {
     #[arg(long)]
     pub advertise_port: Option<u16>,
 
-    /// Also serve the datastore over the etcd v3 gRPC API (plain HTTP/2, no TLS: keep it on
-    /// loopback) at this address, e.g. 127.0.0.1:2379, for etcdctl and etcd clients.
+    /// Also serve the datastore over the etcd v3 gRPC API at this address, e.g.
+    /// 127.0.0.1:2379, for etcdctl and etcd clients. Plain HTTP/2 unless
+    /// --datastore-listen-cert/-key are given; a non-loopback address needs TLS or
+    /// --datastore-listen-insecure.
     #[arg(long, value_name = "ADDR")]
     pub datastore_listen: Option<SocketAddr>,
+
+    /// Certificate (PEM) to serve --datastore-listen over TLS with (needs --datastore-listen-key).
+    #[arg(long, value_name = "FILE", requires_all = ["datastore_listen", "datastore_listen_key"])]
+    pub datastore_listen_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --datastore-listen-cert.
+    #[arg(long, value_name = "FILE", requires = "datastore_listen_cert")]
+    pub datastore_listen_key: Option<PathBuf>,
+
+    /// Clients of --datastore-listen must present a certificate signed by this CA (PEM), as
+    /// etcd's --client-cert-auth with --trusted-ca-file.
+    #[arg(long, value_name = "FILE", requires = "datastore_listen_cert")]
+    pub datastore_listen_client_ca: Option<PathBuf>,
+
+    /// Serve a non-loopback --datastore-listen address without TLS anyway.
+    #[arg(long, requires = "datastore_listen")]
+    pub datastore_listen_insecure: bool,
 }
 
 /// How this machine runs as a node (server's own agent, or `krust agent`).

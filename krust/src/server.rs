@@ -55,10 +55,12 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         interval: std::time::Duration::from_secs(args.datastore_compact_interval.max(1)),
         keep: args.datastore_compact_retain.max(0),
     };
+    // Checked before the datastore opens: a face that may not be served stops the start.
+    let face = args.datastore_listen.map(|addr| kine::FaceTls::of_server(&args).options(addr).map(|o| (addr, o))).transpose()?;
     let backend = datastore::open_with(&endpoint, &datastore_tls(&args), compaction).await?;
     let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
-    let grpc = match args.datastore_listen {
-        Some(addr) => Some(kine::spawn_grpc(addr, backend.clone(), grpc_stopped).await?),
+    let grpc = match face {
+        Some((addr, opts)) => Some(kine::spawn_grpc(addr, opts, backend.clone(), grpc_stopped).await?),
         None => None,
     };
     let tokens = std::sync::Arc::new(

@@ -38,12 +38,23 @@ struct Kine {
 
 impl Kine {
     fn start() -> Kine {
+        Kine::start_with(&[])
+    }
+
+    /// `krust kine` on loopback with extra flags (e.g. TLS).
+    fn start_with(extra: &[&str]) -> Kine {
+        Kine::start_on(&format!("127.0.0.1:{}", free_port()), extra)
+    }
+
+    /// `krust kine --listen ADDR` with extra flags; reached through loopback.
+    fn start_on(listen: &str, extra: &[&str]) -> Kine {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = listen.rsplit_once(':').unwrap().1;
         let log = dir.path().join("kine.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_krust"))
-            .args(["kine", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["kine", "--listen", listen])
+            .args(extra)
             .arg("--db")
             .arg(dir.path().join("state.db"))
             .env("RUST_LOG", "info")
@@ -75,6 +86,7 @@ impl Kine {
         Etcdctl {
             endpoint: self.endpoint.clone(),
             dir: self.dir.path().to_path_buf(),
+            tls: Vec::new(),
         }
     }
 }
@@ -89,6 +101,8 @@ impl Drop for Kine {
 struct Etcdctl {
     endpoint: String,
     dir: PathBuf,
+    /// `--cacert`/`--cert`/`--key` flags, if any.
+    tls: Vec<String>,
 }
 
 impl Etcdctl {
@@ -97,6 +111,7 @@ impl Etcdctl {
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint))
             .args(["--command-timeout=15s", "--dial-timeout=5s"])
+            .args(&self.tls)
             .args(args);
         cmd
     }
@@ -430,6 +445,7 @@ fn server_serves_its_datastore_to_etcdctl() {
     let ctl = Etcdctl {
         endpoint: addr.clone(),
         dir: server.data_dir().to_path_buf(),
+        tls: Vec::new(),
     };
     assert!(
         server
@@ -443,4 +459,140 @@ fn server_serves_its_datastore_to_etcdctl() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let keys = ctl.ok(&["get", "/registry/namespaces/", "--prefix", "--keys-only"]);
     assert!(keys.contains("/registry/namespaces/via-kubectl"), "{keys}");
+}
+
+/// A CA, a serving certificate for 127.0.0.1 and client certificates, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki { dir: tempfile::tempdir().unwrap() };
+        let ca = pki.ca("ca");
+        let rogue = pki.ca("rogue-ca");
+        pki.leaf("server", &ca, rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        pki.leaf("client", &ca, rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        pki.leaf("rogue", &rogue, rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        pki
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    fn ca(&self, name: &str) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(self.path(&format!("{name}.crt")), params.self_signed(&key).unwrap().pem()).unwrap();
+        rcgen::Issuer::new(params, key)
+    }
+
+    fn leaf(&self, name: &str, ca: &rcgen::Issuer<'static, rcgen::KeyPair>, usage: rcgen::ExtendedKeyUsagePurpose) {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(self.path(&format!("{name}.crt")), params.signed_by(&key, ca).unwrap().pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    /// etcdctl's TLS flags, presenting the client certificate `client` (or none).
+    fn etcdctl_flags(&self, client: Option<&str>) -> Vec<String> {
+        let mut flags = vec![format!("--cacert={}", self.path("ca.crt"))];
+        if let Some(c) = client {
+            flags.push(format!("--cert={}", self.path(&format!("{c}.crt"))));
+            flags.push(format!("--key={}", self.path(&format!("{c}.key"))));
+        }
+        flags
+    }
+}
+
+/// Only clients with a certificate from the client CA get through: no certificate, one
+/// from another CA, or plain HTTP/2 are all turned away.
+fn assert_only_certified_clients(endpoint: &str, dir: &std::path::Path, pki: &Pki) {
+    let ctl = |client: Option<&str>, scheme: &str| Etcdctl {
+        endpoint: format!("{scheme}://{endpoint}"),
+        dir: dir.to_path_buf(),
+        tls: if scheme == "https" { pki.etcdctl_flags(client) } else { Vec::new() },
+    };
+    let good = ctl(Some("client"), "https");
+    good.ok(&["put", "/tls/a", "1"]);
+    assert_eq!(lines(&good.ok(&["get", "/tls/a", "--print-value-only"])), ["1"]);
+    for (who, bad) in [("no certificate", ctl(None, "https")), ("another CA", ctl(Some("rogue"), "https")), ("plain HTTP/2", ctl(None, "http"))] {
+        let out = bad.run(&["get", "/tls/a", "--dial-timeout=2s", "--command-timeout=3s"]);
+        assert!(!out.status.success(), "{who}: {}", text(&out.stdout));
+        assert!(!text(&out.stdout).contains('1'), "{who}: {}", text(&out.stdout));
+    }
+}
+
+#[test]
+fn kine_serves_tls_and_requires_client_certificates() {
+    let pki = Pki::new();
+    let kine = Kine::start_with(&[
+        "--listen-cert", &pki.path("server.crt"),
+        "--listen-key", &pki.path("server.key"),
+        "--listen-client-ca", &pki.path("ca.crt"),
+    ]);
+    assert!(kine.logs().contains(&format!("etcd v3 API on https://{}", kine.endpoint)), "{}", kine.logs());
+    assert_only_certified_clients(&kine.endpoint, kine.dir.path(), &pki);
+}
+
+#[test]
+fn server_face_serves_tls_and_requires_client_certificates() {
+    let pki = Pki::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = TestServer::start_with(&[
+        "--datastore-listen", &addr,
+        "--datastore-listen-cert", &pki.path("server.crt"),
+        "--datastore-listen-key", &pki.path("server.key"),
+        "--datastore-listen-client-ca", &pki.path("ca.crt"),
+    ]);
+    assert!(server.logs().contains(&format!("Datastore etcd v3 API listening on https://{addr}")), "{}", server.logs());
+    assert_only_certified_clients(&addr, server.data_dir(), &pki);
+    // What the API stores is there for the certified client.
+    let ctl = Etcdctl { endpoint: format!("https://{addr}"), dir: server.data_dir().to_path_buf(), tls: pki.etcdctl_flags(Some("client")) };
+    let keys = ctl.ok(&["get", "/registry/namespaces/", "--prefix", "--keys-only"]);
+    assert!(keys.contains("/registry/namespaces/kube-system"), "{keys}");
+}
+
+/// Runs `krust ARGS` that must exit by itself within 30 s; returns (success, stderr).
+fn run_to_exit(args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_krust"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = poll(Duration::from_secs(30), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "krust {args:?} kept running:\n{}", text(&out.stderr));
+    (out.status.success(), text(&out.stderr))
+}
+
+#[test]
+fn plain_non_loopback_face_is_refused_unless_insecure() {
+    let any = format!("0.0.0.0:{}", free_port());
+    let port = free_port().to_string();
+    let (ok, err) = run_to_exit(&["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port, "--datastore-listen", &any]);
+    assert!(!ok);
+    assert!(err.contains(&format!("refusing to serve the etcd v3 API on {any} without TLS")) && err.contains("--datastore-listen-insecure"), "{err}");
+    let (ok, err) = run_to_exit(&["kine", "--listen", &any]);
+    assert!(!ok);
+    assert!(err.contains("without TLS") && err.contains("--listen-insecure"), "{err}");
+    // A key without its certificate is a usage error.
+    let (ok, err) = run_to_exit(&["kine", "--listen-key", "/nonexistent.key"]);
+    assert!(!ok && err.contains("--listen-cert"), "{err}");
+    // Told --listen-insecure, kine serves plain HTTP/2 on every address.
+    let kine = Kine::start_on(&any, &["--listen-insecure"]);
+    assert!(kine.logs().contains("without TLS"), "{}", kine.logs());
 }

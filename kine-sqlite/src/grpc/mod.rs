@@ -22,6 +22,9 @@ use tracing::info;
 
 use crate::backend::{Backend, KeyValue, ListResult, Revision, StoreError};
 
+/// What callers need to configure TLS, without a tonic dependency of their own.
+pub use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
 mod cluster;
 mod kv;
 mod lease;
@@ -56,6 +59,8 @@ pub struct GrpcOptions {
     /// How often a watcher created with `progress_notify` gets an empty progress response
     /// while it has no events (etcd's default: 10 minutes).
     pub progress_notify_interval: Duration,
+    /// Serve over TLS (with client certificates when it names a client CA); `None`: h2c.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Default for GrpcOptions {
@@ -68,6 +73,7 @@ impl Default for GrpcOptions {
             client_urls: Vec::new(),
             version: "3.5.0".to_owned(),
             progress_notify_interval: Duration::from_secs(600),
+            tls: None,
         }
     }
 }
@@ -111,30 +117,66 @@ impl EtcdGrpc {
 /// There is no raft: one fixed term.
 const RAFT_TERM: u64 = 1;
 
-/// Serves the etcd v3 API over plain HTTP/2 (h2c) on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// A server ready to serve: its listener bound, its TLS settings checked.
+pub struct Prepared {
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+}
+
+/// How long a client may take over its TLS handshake before it is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the server over `listener`: fails here (not once serving) when the TLS
+/// certificate, key or client CA are unusable.
+pub fn prepare(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
     mut opts: GrpcOptions,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
+) -> Result<Prepared, tonic::transport::Error> {
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
     if opts.client_urls.is_empty() {
-        if let Some(a) = addr {
-            opts.client_urls = vec![format!("http://{a}")];
+        if let Some(a) = listener.local_addr().ok() {
+            opts.client_urls = vec![format!("{scheme}://{a}")];
         }
     }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = opts.tls.clone() {
+        builder = builder.tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))?;
+    }
     let svc = EtcdGrpc::new(backend, opts);
-    info!(addr = ?addr, "etcd v3 gRPC API ready");
-    tonic::transport::Server::builder()
+    let router = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_routes(svc.routes())
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY, small unary replies wait on Nagle's algorithm (~40 ms each).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
+        .add_routes(svc.routes());
+    Ok(Prepared { listener, router })
+}
+
+impl Prepared {
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let addr: Option<SocketAddr> = self.listener.local_addr().ok();
+        info!(addr = ?addr, "etcd v3 gRPC API ready");
+        self.router
+            .serve_with_incoming_shutdown(
+                // Without TCP_NODELAY, small unary replies wait on Nagle's algorithm (~40 ms each).
+                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await
+    }
+}
+
+/// Serves the etcd v3 API on `listener` (h2c, or TLS when `opts.tls` says so) until
+/// `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    opts: GrpcOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    prepare(listener, backend, opts)?.serve(shutdown).await
 }
 
 // ---- errors ----
