@@ -115,12 +115,19 @@ impl Authorizer {
     }
 
     fn evaluate(&self, a: &Attributes) -> Decision {
+        // As upstream's union: the Node authorizer allows or has no opinion (with a reason),
+        // then RBAC decides; a denial carries both reasons.
         let policy = self.policy();
-        if let Some(d) = self.node.decide(a, &policy) {
-            return d;
+        let node = self.node.decide(a, &policy);
+        if let Some(d) = node.as_ref().filter(|d| d.allowed) {
+            return d.clone();
         }
         let (allowed, reason) = policy.authorize(a);
-        Decision { allowed, reason }
+        if allowed {
+            return Decision { allowed, reason };
+        }
+        let reasons: Vec<String> = node.map(|d| d.reason).into_iter().chain([reason]).filter(|r| !r.is_empty()).collect();
+        Decision { allowed: false, reason: reasons.join(", ") }
     }
 
     /// Decides; a denial is confirmed against a policy index caught up with the store.

@@ -189,13 +189,14 @@ impl NodeAuthorizer {
         true
     }
 
-    /// Upstream's `NodeAuthorizer.Authorize`: `None` (no opinion) for other users.
+    /// Upstream's `NodeAuthorizer.Authorize`: allowed (`allowed: true`), or no opinion: `None`,
+    /// or a decision with `allowed: false` whose reason says why (RBAC decides then).
     pub fn decide(&self, a: &Attributes, policy: &Policy) -> Option<Decision> {
         let node = node_name(&a.user)?;
         let deny = |why: String| Some(Decision { allowed: false, reason: why });
         let allow = || Some(Decision { allowed: true, reason: String::new() });
         if !a.resource_request {
-            return Some(by_rules(a, policy));
+            return by_rules(a, policy);
         }
         let graph = self.graph.read().expect("graph lock");
         let no_relation = || format!("no relationship found between node '{node}' and this object");
@@ -248,22 +249,23 @@ impl NodeAuthorizer {
             ("", "pods", "" | "status" | "eviction") if matches!(a.verb.as_str(), "update" | "patch" | "delete" | "create") && !a.name.is_empty() => {
                 if graph.pod_on(node, &a.namespace, &a.name) {
                     drop(graph);
-                    Some(by_rules(a, policy))
+                    by_rules(a, policy)
                 } else {
                     deny(format!("node '{node}' can only modify pods bound to it"))
                 }
             }
             _ => {
                 drop(graph);
-                Some(by_rules(a, policy))
+                by_rules(a, policy)
             }
         }
     }
 
 }
 
-fn by_rules(a: &Attributes, policy: &Policy) -> Decision {
-    Decision { allowed: policy.cluster_role_allows(NODE_ROLE, a), reason: String::new() }
+/// Upstream's `authorizeUsingRules`: allowed by the node rules, or no opinion.
+fn by_rules(a: &Attributes, policy: &Policy) -> Option<Decision> {
+    policy.cluster_role_allows(NODE_ROLE, a).then(|| Decision { allowed: true, reason: String::new() })
 }
 
 #[cfg(test)]
@@ -307,7 +309,7 @@ mod tests {
         authz.graph.write().unwrap().put(&json!({"metadata": {"namespace": "ns", "name": "p"}, "spec": {"nodeName": "n1", "volumes": [{"name": "v", "secret": {"secretName": "s"}}]}}));
         let n1 = node_user("n1");
         let n2 = node_user("n2");
-        let dec = |u: &UserInfo, verb: &str, group: &str, res: &str, sub: &str, ns: &str, name: &str| authz.decide(&Attributes::resource(u, verb, group, res, sub, ns, name), &policy).unwrap().allowed;
+        let dec = |u: &UserInfo, verb: &str, group: &str, res: &str, sub: &str, ns: &str, name: &str| authz.decide(&Attributes::resource(u, verb, group, res, sub, ns, name), &policy).is_some_and(|d| d.allowed);
         assert!(dec(&n1, "get", "", "secrets", "", "ns", "s"));
         assert!(!dec(&n2, "get", "", "secrets", "", "ns", "s"));
         assert!(!dec(&n1, "list", "", "secrets", "", "ns", ""));
@@ -317,5 +319,6 @@ mod tests {
         assert!(!dec(&n1, "update", "coordination.k8s.io", "leases", "", "kube-node-lease", "n2"));
         assert!(!dec(&n1, "delete", "", "nodes", "", "", "n2"));
         assert!(authz.decide(&Attributes::resource(&UserInfo { name: "bob".into(), ..Default::default() }, "get", "", "secrets", "", "ns", "s"), &policy).is_none());
+        assert!(authz.decide(&Attributes::resource(&n1, "list", "", "nodes", "", "", ""), &policy).is_none(), "not in the node rules: RBAC decides");
     }
 }
