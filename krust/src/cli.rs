@@ -204,6 +204,26 @@ pub struct ServerArgs {
     /// Serve a non-loopback --datastore-listen address without TLS anyway.
     #[arg(long, requires = "datastore_listen")]
     pub datastore_listen_insecure: bool,
+
+    /// Streams a client may open at once on one HTTP/2 connection (upstream's flag; 0 = the
+    /// default, 100).
+    #[arg(long, default_value_t = 0)]
+    pub http2_max_streams_per_connection: u32,
+
+    /// Connections held at most that have not authenticated (no verified client certificate,
+    /// no request with a valid token yet); past it the oldest of them is closed.
+    #[arg(long, default_value_t = crate::conns::DEFAULT_MAX_UNAUTHENTICATED)]
+    pub max_unauthenticated_connections: usize,
+
+    /// How long a client may take to send a request head (kube-apiserver's fixed 32s).
+    /// Hidden: for tests.
+    #[arg(long, hide = true, default_value = "32s", value_parser = parse_duration)]
+    pub read_header_timeout: std::time::Duration,
+
+    /// How long a connection with no request in flight stays open (kube-apiserver's fixed
+    /// 90s). Hidden: for tests.
+    #[arg(long, hide = true, default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
 }
 
 /// How this machine runs as a node (server's own agent, or `krust agent`).

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster_dns;
+mod conns;
 mod controller_manager;
 mod datastore;
 mod files;
@@ -44,6 +45,11 @@ fn main() -> ExitCode {
 async fn run(started: Instant) -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // Every connection, watch and container log is a descriptor: start with as many as allowed.
+    match conns::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     // Several TLS clients (kube, the registry client) share rustls; with more than one
     // crypto backend linked in, the process-wide choice must be made explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();

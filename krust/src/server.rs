@@ -136,7 +136,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     } else {
         Some(node::spawn_in_server(&args.node, &args.data_dir, &url, issuer)?)
     };
-    serve::serve(listener, tls, router, Some(tokens), stop).await?;
+    serve::serve(listener, tls, router, serve_limits(&args), stop).await?;
     cluster_dns.abort();
     if let Some(handle) = node_agent {
         // (still starting, e.g. waiting for its pod CIDR: nothing of it to stop yet)
@@ -182,6 +182,19 @@ pub fn outbound_address() -> IpAddr {
         .and_then(|s| s.local_addr())
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The connection limits the flags ask for (`--http2-max-streams-per-connection` 0: the default).
+fn serve_limits(args: &ServerArgs) -> serve::Limits {
+    let defaults = serve::Limits::default();
+    serve::Limits {
+        timeouts: crate::conns::Timeouts { read_header: args.read_header_timeout, idle: args.idle_timeout },
+        http2_max_streams: match args.http2_max_streams_per_connection {
+            0 => defaults.http2_max_streams,
+            n => n,
+        },
+        max_unauthenticated: args.max_unauthenticated_connections,
+    }
 }
 
 /// This server's name in the controller-manager Lease: hostname and a random suffix, so
