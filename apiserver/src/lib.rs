@@ -50,13 +50,15 @@ pub struct AppState {
     pub authorizer: Arc<auth::authorizer::Authorizer>,
     /// `--api-audiences`: the audiences bearer tokens must be for.
     pub api_audiences: Vec<String>,
+    /// Where the service account signing keys are published (OIDC discovery's `jwks_uri`).
+    pub jwks_uri: String,
 }
 
 impl AppState {
     /// A state over a registry, authorizing with its RBAC objects.
     pub async fn new(registry: Arc<Registry>) -> anyhow::Result<AppState> {
         let authorizer = auth::authorizer::Authorizer::start(&registry).await?;
-        Ok(AppState { registry, kubelet: None, tokens: None, bookmark_interval: Duration::from_secs(10), authorizer, api_audiences: vec![tokens::ISSUER.to_string()] })
+        Ok(AppState { registry, kubelet: None, tokens: None, bookmark_interval: Duration::from_secs(10), authorizer, api_audiences: vec![tokens::ISSUER.to_string()], jwks_uri: String::new() })
     }
 
     pub fn auth_context(&self) -> auth::AuthContext {
@@ -129,6 +131,7 @@ pub async fn app_with(backend: Arc<dyn Backend>, config: Config) -> anyhow::Resu
     let mut state = AppState::new(registry).await?;
     state.kubelet = kubelet;
     state.tokens = config.tokens.clone();
+    state.jwks_uri = format!("https://{}{}", std::net::SocketAddr::new(config.advertise.address.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()), config.advertise.port), handlers::oidc::JWKS_PATH);
     if !config.api_audiences.is_empty() {
         state.api_audiences = config.api_audiences.clone();
     }
@@ -141,6 +144,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(handlers::health::routes())
         .merge(handlers::discovery::routes())
         .merge(handlers::openapi::routes())
+        .merge(handlers::oidc::routes())
         .merge(handlers::resources::routes())
         .fallback(|| async { ApiError::NoRoute.into_response() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::filter))

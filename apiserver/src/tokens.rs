@@ -43,9 +43,30 @@ impl ServiceAccountTokens {
         Ok(ServiceAccountTokens { key, rng })
     }
 
+    /// The key id tokens carry: upstream's, the unpadded base64url SHA-256 of the public
+    /// key's PKIX (SubjectPublicKeyInfo) encoding.
+    pub fn key_id(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.public_key_pkix());
+        B64.encode(digest.as_ref())
+    }
+
+    fn public_key_pkix(&self) -> Vec<u8> {
+        // The fixed SubjectPublicKeyInfo prefix of an uncompressed P-256 point.
+        const P256_SPKI_PREFIX: &[u8] = &[
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        [P256_SPKI_PREFIX, self.key.public_key().as_ref()].concat()
+    }
+
+    /// The public key as a JSON Web Key (OIDC discovery's key set).
+    pub fn public_jwk(&self) -> Value {
+        let point = self.key.public_key().as_ref();
+        json!({"use": "sig", "kty": "EC", "kid": self.key_id(), "crv": "P-256", "alg": "ES256", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])})
+    }
+
     /// A signed token valid for `seconds` from `now` (unix seconds).
     pub fn issue(&self, b: &Binding, audiences: &[String], now: i64, seconds: i64) -> Result<String, String> {
-        let header = json!({"alg": "ES256", "typ": "JWT"});
+        let header = json!({"alg": "ES256", "kid": self.key_id()});
         let mut k8s = json!({"namespace": b.namespace, "serviceaccount": {"name": b.service_account, "uid": b.service_account_uid}});
         if let Some((name, uid)) = &b.pod {
             k8s["pod"] = json!({"name": name, "uid": uid});

@@ -267,3 +267,51 @@ fn a_node_reaches_only_what_its_pods_use() {
     server.kubectl_ok(&["delete", "pod", "p", "--grace-period=0", "--force"]);
     assert!(poll(Duration::from_secs(5), || !get(&["get", "secret", "used"]).status.success()));
 }
+
+/// OIDC discovery of the service account issuer: for service accounts (RBAC's
+/// system:service-account-issuer-discovery), naming the key that signs their tokens.
+#[test]
+fn service_account_issuer_discovery() {
+    let server = TestServer::start();
+    server.kubectl_ok(&["create", "serviceaccount", "oidc"]);
+    let token = token_for(&server, "default", "oidc", &[]);
+    let get = |path: &str, token: Option<&str>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-w", "\n%{http_code}\n%{content_type}", "--cacert"]).arg(server.server_ca());
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = text(&cmd.arg(format!("{}{path}", server.url())).output().unwrap().stdout);
+        let mut parts = out.rsplitn(3, '\n');
+        let (ctype, code, body) = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string(), parts.next().unwrap_or_default().to_string());
+        (code, ctype, body)
+    };
+    let (code, ctype, body) = get("/.well-known/openid-configuration", Some(&token));
+    assert_eq!((code.as_str(), ctype.as_str()), ("200", "application/json"), "{body}");
+    let conf: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(conf["issuer"], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(conf["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+    assert!(conf["jwks_uri"].as_str().unwrap().ends_with("/openid/v1/jwks"), "{conf}");
+    let (code, ctype, body) = get("/openid/v1/jwks", Some(&token));
+    assert_eq!((code.as_str(), ctype.as_str()), ("200", "application/jwk-set+json"), "{body}");
+    let jwks: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!((key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()), (Some("EC"), Some("P-256"), Some("ES256")));
+    // The key id is upstream's: SHA-256 of the public key's PKIX form, here computed by
+    // openssl from the signing key on disk; tokens name it in their header.
+    let key_file = server.data_dir().join("server/tls/service.key");
+    let digest = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; openssl pkey -pubout -outform DER -in {} | openssl dgst -sha256 -binary", key_file.display()))
+        .output()
+        .unwrap();
+    assert!(digest.status.success() && digest.stdout.len() == 32, "{}", text(&digest.stderr));
+    let kid = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &digest.stdout);
+    assert_eq!(key["kid"], kid.as_str());
+    let header = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, token.split('.').next().unwrap()).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    assert_eq!(header["kid"], kid.as_str());
+    // Not for anonymous callers, nor for users outside system:serviceaccounts.
+    assert_eq!(get("/openid/v1/jwks", None).0, "401");
+    assert_eq!(server.kubectl(&["get", "--raw", "/openid/v1/jwks", "--as=bob"]).status.code(), Some(1));
+}

@@ -5,6 +5,7 @@ pub mod eviction;
 pub mod health;
 pub mod metrics;
 pub mod negotiate;
+pub mod oidc;
 pub mod openapi;
 pub mod proxy;
 pub mod resources;
