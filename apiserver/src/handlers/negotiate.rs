@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
+use crate::registry::nesting::explain_decode_error;
 
 /// A response encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,9 +99,9 @@ pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let parsed = match content_type(headers).as_str() {
-        "application/yaml" => serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string()),
+        "application/yaml" => serde_yaml::from_slice::<Value>(body).map_err(explain_decode_error),
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
-        _ => serde_json::from_slice::<Value>(body).map_err(|e| e.to_string()),
+        _ => serde_json::from_slice::<Value>(body).map_err(explain_decode_error),
     };
     parsed.map_err(|e| ApiError::bad_request(format!("the request body could not be decoded: {e}")))
 }

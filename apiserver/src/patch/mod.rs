@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
+use crate::registry::nesting::explain_decode_error;
 use crate::validation::FieldError;
 
 /// The patch formats krust applies.
@@ -50,7 +51,7 @@ pub enum PatchDoc {
 /// Parses a patch body: malformed JSON is 400.
 pub fn parse(kind: PatchKind, body: &Bytes) -> ApiResult<PatchDoc> {
     let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {}", explain_decode_error(e))))?;
     match kind {
         PatchKind::Json => serde_json::from_value(value)
             .map(PatchDoc::Json)
@@ -62,7 +63,8 @@ pub fn parse(kind: PatchKind, body: &Bytes) -> ApiResult<PatchDoc> {
 
 /// Parses an apply configuration: YAML (JSON is YAML too); malformed input is 400.
 pub fn parse_apply(body: &Bytes) -> ApiResult<Value> {
-    let v: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let v: Value =
+        serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {}", explain_decode_error(e))))?;
     if !v.is_object() {
         return Err(ApiError::bad_request("an apply configuration must be an object"));
     }

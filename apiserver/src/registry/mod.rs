@@ -87,6 +87,7 @@ pub mod apply;
 pub mod cache;
 pub mod hooks;
 pub mod list;
+pub mod nesting;
 pub mod scale;
 pub mod store;
 

@@ -14,6 +14,7 @@ use crate::error::{ApiError, ApiResult, OPTIMISTIC_LOCK_MSG};
 use crate::meta;
 use crate::registry::cache::{self, WatchCache};
 use crate::registry::hooks::StoreHooks;
+use crate::registry::nesting;
 use crate::registry::{Kind, ReqCtx, ResourceInfo};
 use crate::validation::{self, FieldError, FieldErrors};
 
@@ -254,6 +255,7 @@ impl GenericStore {
             let incoming = obj["metadata"].get("managedFields").filter(|m| m.as_array().is_some_and(|a| !a.is_empty())).cloned();
             self.track_update(&Value::Null, &mut obj, incoming.as_ref(), manager, Target::Main);
         }
+        self.check_nesting(&obj, None)?;
         if self.info().namespaced {
             self.check_namespace_open(meta::namespace(&obj).unwrap_or_default(), meta::name(&obj)).await?;
         }
@@ -360,6 +362,20 @@ impl GenericStore {
         warnings.extend(strategy.warnings_on_create(ctx, obj));
         strategy.canonicalize(obj);
         Ok(warnings)
+    }
+
+    /// The nesting limit every write is held to (`nesting`), checked on the object as it
+    /// would be stored, managedFields included, so that anything stored can be read back.
+    /// An update of an object stored deeper by an older version passes if it makes it no
+    /// deeper, so that object can still be finalized and deleted. Refused as upstream refuses
+    /// a body its decoder cannot take: 400 BadRequest.
+    fn check_nesting(&self, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+        let Err(why) = nesting::check(obj) else { return Ok(()) };
+        if old.is_some_and(|old| nesting::depth(obj) <= nesting::depth(old)) {
+            return Ok(());
+        }
+        let info = self.info();
+        Err(ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {why}", info.kind, info.version, info.kind)))
     }
 
     /// Common `ObjectMeta` validation (upstream's `ValidateObjectMeta`).
@@ -485,6 +501,7 @@ impl GenericStore {
                 // Nothing changed: upstream skips the write and returns the current object.
                 return Ok(Written { object: old, warnings, created: false });
             }
+            self.check_nesting(&new, Some(&old))?;
             if opts.dry_run {
                 return Ok(Written { object: new, warnings, created: false });
             }
@@ -757,7 +774,7 @@ pub fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
 
 /// Decodes stored bytes, stamping the revision as resourceVersion.
 pub fn decode_at(bytes: &[u8], revision: i64) -> ApiResult<Value> {
-    let mut obj: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::internal(format!("corrupt stored object: {e}")))?;
+    let mut obj = nesting::from_stored(bytes).map_err(|e| ApiError::internal(format!("corrupt stored object: {e}")))?;
     meta::set(&mut obj, "resourceVersion", json!(revision.to_string()));
     Ok(obj)
 }
@@ -771,5 +788,74 @@ impl ApiError {
         } else {
             self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::list::{ListOptions, Selection};
+    use crate::registry::nesting::MAX_DEPTH;
+    use crate::selectors::{fields::FieldSelector, labels::LabelSelector};
+
+    /// A ControllerRevision whose free-form `data` nests `levels` deep (the object, one more).
+    fn revision(name: &str, levels: usize) -> Value {
+        let data = (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }));
+        json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": name}, "revision": 1, "data": data})
+    }
+
+    /// The nesting limit through the real store over SQLite: refused at create and at
+    /// updates that deepen; an object an older version stored deeper is read, listed,
+    /// updated (no deeper) and deleted.
+    #[tokio::test]
+    async fn writes_are_held_to_the_nesting_limit_and_deeper_stored_objects_stay_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = kine_sqlite::SqliteBackend::open(&dir.path().join("db")).await.unwrap();
+        let kind = crate::kinds::all().into_iter().find(|k| k.info.kind == "ControllerRevision").unwrap();
+        let store = GenericStore::new(kind, backend.clone());
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns", "uid": "u"}});
+        backend.create("/registry/namespaces/ns", serde_json::to_vec(&ns).unwrap(), 0).await.unwrap();
+        let ctx = ReqCtx { namespace: Some("ns".into()), ..Default::default() };
+        let opts = WriteOptions { field_manager: Some("test".into()), ..Default::default() };
+
+        let at_limit = store.decode_body(revision("ok", MAX_DEPTH - 1)).unwrap();
+        let created = store.create(&ctx, at_limit, &opts).await.unwrap();
+        assert!(created.object["metadata"]["managedFields"].is_array());
+        let deeper = store.decode_body(revision("deep", MAX_DEPTH)).unwrap();
+        match store.create(&ctx, deeper, &opts).await {
+            Err(ApiError::BadRequest(m)) => assert!(
+                m.starts_with(r#"ControllerRevision in version "v1" cannot be handled as a ControllerRevision: exceeded max depth of 100"#),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(store.get(Some("ns"), "deep").await, Err(ApiError::NotFound { .. })));
+        let deepen = |cur: &Value| {
+            let mut new = cur.clone();
+            new["data"] = json!({ "b": cur["data"].clone() });
+            Ok(new)
+        };
+        let refused = store.guaranteed_update(&ctx, "ok", Target::Main, &opts, deepen).await;
+        assert!(matches!(refused, Err(ApiError::BadRequest(_))), "{refused:?}");
+
+        let mut legacy = revision("legacy", 140);
+        legacy["metadata"]["namespace"] = json!("ns");
+        backend.create(&store.key(Some("ns"), "legacy"), serde_json::to_vec(&legacy).unwrap(), 0).await.unwrap();
+        assert_eq!(store.get(Some("ns"), "legacy").await.unwrap()["data"], legacy["data"]);
+        let everything = Selection { labels: LabelSelector::everything(), fields: FieldSelector::everything() };
+        let list_opts = ListOptions { selection: everything, limit: 0, continue_token: None, resource_version: None, resource_version_match: None };
+        let names: Vec<String> = store.list(Some("ns"), &list_opts).await.unwrap().items.iter().map(|o| meta::name(o).to_string()).collect();
+        assert_eq!(names, ["legacy", "ok"]);
+        let label = |cur: &Value| {
+            let mut new = cur.clone();
+            meta::set(&mut new, "labels", json!({"finalized": "yes"}));
+            Ok(new)
+        };
+        let labelled = store.guaranteed_update(&ctx, "legacy", Target::Main, &opts, label).await.unwrap();
+        assert_eq!(labelled.object["metadata"]["labels"]["finalized"], "yes");
+        let refused = store.guaranteed_update(&ctx, "legacy", Target::Main, &opts, deepen).await;
+        assert!(matches!(refused, Err(ApiError::BadRequest(_))), "{refused:?}");
+        assert!(store.delete(&ctx, "legacy", &DeleteOptions::default()).await.unwrap().gone);
+        assert!(matches!(store.get(Some("ns"), "legacy").await, Err(ApiError::NotFound { .. })));
     }
 }
