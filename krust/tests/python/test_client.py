@@ -433,3 +433,68 @@ def test_pod_without_containers_is_422(core, ns):
     assert "spec.containers: Required value" in s["message"]
     assert any(c["field"] == "spec.containers" for c in s["details"]["causes"])
     assert core.list_namespaced_pod(ns).items == []
+
+
+def token_client(api, token):
+    """An ApiClient for the same server authenticating with a bearer token only."""
+    conf = client.Configuration()
+    admin = api.configuration
+    conf.host = admin.host
+    conf.ssl_ca_cert = admin.ssl_ca_cert
+    conf.api_key = {"authorization": "Bearer " + token}
+    return client.ApiClient(conf)
+
+
+def test_rbac_through_the_client(api, core, ns):
+    """A service account token is refused what RBAC does not grant (403 with upstream's
+    message), allowed once a RoleBinding grants it, and refused again when the account is
+    deleted (401); a SelfSubjectAccessReview tells it the truth."""
+    core.create_namespaced_service_account(ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="robot")))
+    req = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+    token = core.create_namespaced_service_account_token("robot", ns, req).status.token
+    robot_api = token_client(api, token)
+    robot = client.CoreV1Api(robot_api)
+    with pytest.raises(ApiException) as e:
+        robot.list_namespaced_secret("kube-system")
+    assert e.value.status == 403
+    st = status_of(e.value)
+    assert st["reason"] == "Forbidden"
+    assert st["message"] == f'secrets is forbidden: User "system:serviceaccount:{ns}:robot" cannot list resource "secrets" in API group "" in the namespace "kube-system"'
+    assert st["details"] == {"kind": "secrets"}
+
+    review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+        resource_attributes=client.V1ResourceAttributes(namespace=ns, verb="list", resource="configmaps")))
+    authz = client.AuthorizationV1Api(robot_api)
+    assert authz.create_self_subject_access_review(review).status.allowed is False
+
+    # (a Role of its own: this server runs no controllers, so the aggregated `view` is empty)
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(ns, client.V1Role(
+        metadata=client.V1ObjectMeta(name="configmap-reader"),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["get", "list", "watch"])]))
+    rbac.create_namespaced_role_binding(ns, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="robot-view"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="configmap-reader"),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="robot", namespace=ns)]))
+    deadline = time.time() + WAIT
+    while True:
+        try:
+            robot.list_namespaced_config_map(ns)
+            break
+        except ApiException as err:
+            if err.status != 403 or time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    assert authz.create_self_subject_access_review(review).status.allowed is True
+
+    core.delete_namespaced_service_account("robot", ns)
+    deadline = time.time() + WAIT
+    while True:
+        try:
+            robot.list_namespaced_config_map(ns)
+        except ApiException as err:
+            assert err.status == 401
+            break
+        assert time.time() < deadline, "token still accepted after its service account was deleted"
+        time.sleep(0.2)
+    robot_api.close()
