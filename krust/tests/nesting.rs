@@ -50,24 +50,16 @@ struct Resource {
 }
 
 impl Resource {
+    fn new(api_version: &'static str, kind: &'static str, plural: &str, field: &'static str, required: Value) -> Resource {
+        Resource { api_version, kind, collection: format!("/apis/{api_version}/namespaces/{NS}/{plural}"), field, required }
+    }
+
     fn custom() -> Resource {
-        Resource {
-            api_version: "nesting.krust.test/v1",
-            kind: "Deep",
-            collection: format!("/apis/nesting.krust.test/v1/namespaces/{NS}/deeps"),
-            field: "spec",
-            required: json!({}),
-        }
+        Resource::new("nesting.krust.test/v1", "Deep", "deeps", "spec", json!({}))
     }
 
     fn controller_revision() -> Resource {
-        Resource {
-            api_version: "apps/v1",
-            kind: "ControllerRevision",
-            collection: format!("/apis/apps/v1/namespaces/{NS}/controllerrevisions"),
-            field: "data",
-            required: json!({"revision": 1}),
-        }
+        Resource::new("apps/v1", "ControllerRevision", "controllerrevisions", "data", json!({"revision": 1}))
     }
 
     /// The object whose free-form field nests `levels` deep: `{"a": {"a": ... "leaf"}}`.
