@@ -6,6 +6,7 @@
 //! | `client-ca.crt/.key` | CA that signs client certificates; the API server trusts it |
 //! | `serving-kube-apiserver.crt/.key` | the API server's TLS certificate |
 //! | `client-admin.crt/.key` | the admin user (CN=system:admin, O=system:masters) |
+//! | `client-kube-apiserver.crt/.key` | what the API server shows kubelets (CN=kube-apiserver-kubelet-client, no group) |
 //!
 //! Two CAs, as k3s and kubeadm have, so that a leaked serving key cannot mint client identities
 //! and vice versa. Everything is created on first start and loaded on later starts; a leaf
@@ -100,10 +101,13 @@ pub fn ensure(tls_dir: &Path, serving_sans: &BTreeSet<San>) -> anyhow::Result<Pk
         usage: ExtendedKeyUsagePurpose::ClientAuth,
     }
     .ensure(tls_dir, &client_ca)?;
+    // No group, as kubeadm issues it: the client CA is the API server's too, so a group
+    // here (it was system:masters) would make this key cluster-admin on the API. Kubelets
+    // authorize the user by name (RBAC binds it system:kubelet-api-admin).
     let kubelet_client = Leaf {
         name: "client-kube-apiserver",
         common_name: "kube-apiserver-kubelet-client",
-        organizations: &["system:masters"],
+        organizations: &[],
         sans: &BTreeSet::new(),
         usage: ExtendedKeyUsagePurpose::ClientAuth,
     }
@@ -262,12 +266,23 @@ impl Leaf<'_> {
         if not_after < unix_now() as i64 + RENEW_BEFORE.as_secs() as i64 {
             return Some("expires within 90 days".into());
         }
+        if let Some(why) = self.wrong_subject(&cert) {
+            return Some(why);
+        }
         let have = cert_sans(&cert);
         let missing: Vec<_> = self.sans.difference(&have).collect();
         if !missing.is_empty() {
             return Some(format!("does not cover {missing:?}"));
         }
         None
+    }
+
+    /// The subject (user and groups) differs from the one wanted: a certificate issued by an
+    /// older krust with other groups must not keep them.
+    fn wrong_subject(&self, cert: &X509Certificate<'_>) -> Option<String> {
+        let (cn, o) = subject_names(cert);
+        (cn != [self.common_name] || o != self.organizations)
+            .then(|| format!("subject CN={cn:?} O={o:?} is not CN={} O={:?}", self.common_name, self.organizations))
     }
 
     fn issue(&self, ca: &Ca) -> anyhow::Result<(String, String)> {
@@ -300,6 +315,15 @@ impl Leaf<'_> {
             .with_context(|| format!("signing {}", self.name))?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+}
+
+/// The subject's common names and organizations (user and groups of a client certificate).
+fn subject_names(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
+    let texts = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| -> Vec<String> {
+        it.map(|a| a.as_str().unwrap_or_default().to_string()).collect()
+    };
+    let subject = cert.subject();
+    (texts(&mut subject.iter_common_name()), texts(&mut subject.iter_organization()))
 }
 
 fn pair_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -431,20 +455,45 @@ mod tests {
         let pki = ensure(dir.path(), &sans(&["localhost"])).unwrap();
         let der = parse(&pki.admin_cert_pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let cn: Vec<_> = cert
-            .subject()
-            .iter_common_name()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
-        let o: Vec<_> = cert
-            .subject()
-            .iter_organization()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
+        let (cn, o) = subject_names(&cert);
         assert_eq!(cn, ["system:admin"]);
         assert_eq!(o, ["system:masters"]);
         assert!(signed_by(&cert, &parse(&pki.client_ca_pem)));
         assert!(!signed_by(&cert, &parse(&pki.server_ca_pem)));
+    }
+
+    fn subject(pem: &str) -> (Vec<String>, Vec<String>) {
+        let der = parse(pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        subject_names(&cert)
+    }
+
+    #[test]
+    fn kubelet_client_cert_has_no_group_and_an_old_one_is_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure(dir.path(), &sans(&["localhost"])).unwrap();
+        assert_eq!(subject(&first.kubelet_client_cert_pem), (vec!["kube-apiserver-kubelet-client".to_string()], vec![]));
+        // What krust issued before: the same user in system:masters, by the same CA.
+        let ca = Ca::load_or_create(dir.path(), "client-ca").unwrap();
+        let old = Leaf {
+            name: "client-kube-apiserver",
+            common_name: "kube-apiserver-kubelet-client",
+            organizations: &["system:masters"],
+            sans: &BTreeSet::new(),
+            usage: ExtendedKeyUsagePurpose::ClientAuth,
+        }
+        .issue(&ca)
+        .unwrap();
+        let (crt, key) = pair_paths(dir.path(), "client-kube-apiserver");
+        std::fs::write(&crt, &old.0).unwrap();
+        std::fs::write(&key, &old.1).unwrap();
+        let second = ensure(dir.path(), &sans(&["localhost"])).unwrap();
+        assert_ne!(second.kubelet_client_cert_pem, old.0);
+        assert_eq!(subject(&second.kubelet_client_cert_pem).1, Vec::<String>::new());
+        assert_eq!(std::fs::read_to_string(&crt).unwrap(), second.kubelet_client_cert_pem);
+        // Certificates that already fit are kept.
+        assert_eq!(first.admin_cert_pem, second.admin_cert_pem);
+        assert_eq!(first.serving_cert_pem, second.serving_cert_pem);
     }
 
     #[test]
