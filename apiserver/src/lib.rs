@@ -52,13 +52,15 @@ pub struct AppState {
     pub api_audiences: Vec<String>,
     /// Where the service account signing keys are published (OIDC discovery's `jwks_uri`).
     pub jwks_uri: String,
+    /// Bearer tokens already verified.
+    pub verified_tokens: Arc<auth::serviceaccount::VerifiedTokens>,
 }
 
 impl AppState {
     /// A state over a registry, authorizing with its RBAC objects.
     pub async fn new(registry: Arc<Registry>) -> anyhow::Result<AppState> {
         let authorizer = auth::authorizer::Authorizer::start(&registry).await?;
-        Ok(AppState { registry, kubelet: None, tokens: None, bookmark_interval: Duration::from_secs(10), authorizer, api_audiences: vec![tokens::ISSUER.to_string()], jwks_uri: String::new() })
+        Ok(AppState { registry, kubelet: None, tokens: None, bookmark_interval: Duration::from_secs(10), authorizer, api_audiences: vec![tokens::ISSUER.to_string()], jwks_uri: String::new(), verified_tokens: Default::default() })
     }
 
     pub fn auth_context(&self) -> auth::AuthContext {

@@ -14,12 +14,38 @@ use crate::AppState;
 type Bound = (&'static str, String, String, String);
 
 /// What a verified token claims: the identity and the objects that must still exist.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub user: UserInfo,
     /// The audiences the token and the accepted ones share.
     pub audiences: Vec<String>,
     bound: Vec<Bound>,
+    /// When the token expires (unix seconds).
+    expires: i64,
+}
+
+/// Tokens whose signature, issuer and audiences were already checked, with their claims:
+/// a signature check costs more than the rest of a request, and a client presents the same
+/// token many times (upstream caches token authentication too). Bound objects are still
+/// checked on every request, so deleting a ServiceAccount or Pod revokes at once.
+#[derive(Default)]
+pub struct VerifiedTokens(std::sync::RwLock<std::collections::HashMap<String, Claimed>>);
+
+/// Tokens remembered before the cache is emptied.
+const VERIFIED_LIMIT: usize = 10_000;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now: i64) -> Option<Claimed> {
+        self.0.read().expect("token cache lock").get(token).filter(|c| now < c.expires).cloned()
+    }
+
+    fn put(&self, token: &str, c: &Claimed) {
+        let mut map = self.0.write().expect("token cache lock");
+        if map.len() >= VERIFIED_LIMIT {
+            map.clear();
+        }
+        map.insert(token.to_string(), c.clone());
+    }
 }
 
 fn token_audiences(claims: &Value) -> Vec<String> {
@@ -62,7 +88,7 @@ pub fn claims(signer: &ServiceAccountTokens, token: &str, accepted: &[String], n
     if let Some(id) = claims["jti"].as_str() {
         user.extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("JTI={id}")]);
     }
-    Ok(Claimed { user, audiences: common, bound })
+    Ok(Claimed { user, audiences: common, bound, expires: claims["exp"].as_i64().unwrap_or(0) })
 }
 
 /// Upstream's messages for a bound object that is gone or was replaced.
@@ -112,12 +138,19 @@ fn now() -> i64 {
 /// The identity a bearer token proves to this API, or `None` (401).
 pub async fn authenticate(st: &AppState, token: &str) -> Option<UserInfo> {
     let signer = st.tokens.as_deref()?;
-    let claimed = match claims(signer, token, &st.api_audiences, now()) {
-        Ok(c) => c,
-        Err(why) => {
-            tracing::debug!(reason = %why, "bearer token refused");
-            return None;
-        }
+    let now = now();
+    let claimed = match st.verified_tokens.get(token, now) {
+        Some(c) => c,
+        None => match claims(signer, token, &st.api_audiences, now) {
+            Ok(c) => {
+                st.verified_tokens.put(token, &c);
+                c
+            }
+            Err(why) => {
+                tracing::debug!(reason = %why, "bearer token refused");
+                return None;
+            }
+        },
     };
     if let Err(why) = check_bound(st, &claimed).await {
         tracing::debug!(reason = %why, "bearer token refused");
@@ -152,6 +185,10 @@ mod tests {
         let err = claims(&t, &vault, &api, 1001).unwrap_err();
         assert!(err.contains("invalid for the target audiences"), "{err}");
         assert!(claims(&t, &token, &api, 1601).is_err(), "expired");
+        let cache = VerifiedTokens::default();
+        cache.put(&token, &c);
+        assert!(cache.get(&token, 1599).is_some());
+        assert!(cache.get(&token, 1600).is_none(), "not past its expiry");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `bench-api`: Kubernetes API workloads (create, get, list, watch of ConfigMaps) against
 //! `krust server` on its embedded SQLite and on a real etcd, beside a floor (`bench-floor`:
 //! a bare axum+rustls handler). Every target is driven the same way: HTTP/2 over TLS with
-//! the admin client certificate of a kubeconfig, one connection per concurrent worker.
+//! the admin client certificate of a kubeconfig, one connection per concurrent worker; and,
+//! to weigh authorization, the same get as a service account (bearer token, RBAC Role).
 //! Run by `scripts/bench-api`, which starts the servers.
 
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ struct Args {
 
 const W_CREATE: &str = "create";
 const W_GET: &str = "get";
+const W_GET_TOKEN: &str = "get-token";
 const W_LIST: &str = "list";
 const W_WATCH: &str = "watch";
 
@@ -68,6 +70,9 @@ type Results = Vec<(&'static str, Stat)>;
 #[derive(Clone)]
 struct Target {
     tls: TlsConnector,
+    /// `Authorization: Bearer` for every request (with a TLS connector without a client
+    /// certificate, so the token is what identifies the caller).
+    bearer: Option<String>,
     host: String,
     port: u16,
     server_name: ServerName<'static>,
@@ -83,6 +88,7 @@ impl Target {
         let server_name = ServerName::try_from(host.clone())?;
         Ok(Target {
             tls,
+            bearer: None,
             host,
             port,
             server_name,
@@ -111,7 +117,8 @@ impl Target {
     }
 }
 
-fn tls_from_kubeconfig(path: &std::path::Path) -> Result<TlsConnector> {
+/// The kubeconfig's CA, and its client certificate when `client_cert`.
+fn tls_from_kubeconfig(path: &std::path::Path, client_cert: bool) -> Result<TlsConnector> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let kc: serde_json::Value = serde_yaml::from_str(&text)?;
     let b64 = |v: &serde_json::Value| -> Result<Vec<u8>> {
@@ -130,10 +137,10 @@ fn tls_from_kubeconfig(path: &std::path::Path) -> Result<TlsConnector> {
     let key: PrivateKeyDer<'static> =
         rustls_pemfile::private_key(&mut key.as_slice())?.context("no client key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+        .with_root_certificates(roots);
+    let mut config = if client_cert { builder.with_client_auth_cert(chain, key)? } else { builder.with_no_client_auth() };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }
@@ -142,6 +149,9 @@ fn tls_from_kubeconfig(path: &std::path::Path) -> Result<TlsConnector> {
 async fn call(c: &mut Conn, t: &Target, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
     let mut req = Request::builder().method(method).uri(t.uri(path));
     req = req.header("accept", "application/json");
+    if let Some(token) = &t.bearer {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
@@ -229,32 +239,17 @@ async fn run_target(args: &Args, t: &Target, kube: bool, run: &str) -> Result<Re
     }
 
     let deadline = Duration::from_secs_f64(args.read_secs);
-    // Get one object (random among the listed namespace's).
-    {
-        let cs = conns(t, args.concurrency).await?;
-        let n = args.list_size as u64;
-        let s = run_workers(cs, |w, mut c| {
-            let t = t.clone();
-            let list_ns = list_ns.clone();
-            async move {
-                let mut rng = Rng::new(w as u64 + 3);
-                let mut lat = Vec::new();
-                let end = Instant::now() + deadline;
-                while Instant::now() < end {
-                    let path = format!("/api/v1/namespaces/{list_ns}/configmaps/cm-{:04}", rng.below(n));
-                    let t0 = Instant::now();
-                    let (st, b) = call(&mut c, &t, Method::GET, &path, None).await?;
-                    lat.push(t0.elapsed());
-                    ensure!(st == StatusCode::OK, "get: {st} {}", String::from_utf8_lossy(&b));
-                }
-                Ok(lat)
-            }
-        })
-        .await?;
-        report(W_GET, &s);
-        out.push((W_GET, s));
+    // Get one object (random among the listed namespace's), as admin, then (kube targets)
+    // as a service account that a Role allows to.
+    let s = get_random(args, t, &list_ns, deadline).await?;
+    report(W_GET, &s);
+    out.push((W_GET, s));
+    if kube {
+        let reader = reader_target(args, t, &mut admin, &list_ns).await?;
+        let s = get_random(args, &reader, &list_ns, deadline).await?;
+        report(W_GET_TOKEN, &s);
+        out.push((W_GET_TOKEN, s));
     }
-
     // List the namespace of `list_size` objects.
     {
         let path = format!("/api/v1/namespaces/{list_ns}/configmaps");
@@ -291,6 +286,54 @@ async fn run_target(args: &Args, t: &Target, kube: bool, run: &str) -> Result<Re
         out.push((W_WATCH, s));
     }
     Ok(out)
+}
+
+/// `concurrency` workers get random objects of `list_ns` for `deadline`.
+async fn get_random(args: &Args, t: &Target, list_ns: &str, deadline: Duration) -> Result<Stat> {
+    let cs = conns(t, args.concurrency).await?;
+    let n = args.list_size as u64;
+    run_workers(cs, |w, mut c| {
+        let t = t.clone();
+        let list_ns = list_ns.to_string();
+        async move {
+            let mut rng = Rng::new(w as u64 + 3);
+            let mut lat = Vec::new();
+            let end = Instant::now() + deadline;
+            while Instant::now() < end {
+                let path = format!("/api/v1/namespaces/{list_ns}/configmaps/cm-{:04}", rng.below(n));
+                let t0 = Instant::now();
+                let (st, b) = call(&mut c, &t, Method::GET, &path, None).await?;
+                lat.push(t0.elapsed());
+                ensure!(st == StatusCode::OK, "get: {st} {}", String::from_utf8_lossy(&b));
+            }
+            Ok(lat)
+        }
+    })
+    .await
+}
+
+/// The target as service account `reader` of `ns`, which a Role and RoleBinding (made
+/// here as admin) allow to get ConfigMaps there: a bearer token and no client certificate.
+async fn reader_target(args: &Args, t: &Target, admin: &mut Conn, ns: &str) -> Result<Target> {
+    let post = |path: String, body: serde_json::Value| (path, serde_json::to_vec(&body).unwrap());
+    let objects = [
+        post(format!("/api/v1/namespaces/{ns}/serviceaccounts"), serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}})),
+        post(format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"), serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]})),
+        post(format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"), serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"}, "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]})),
+    ];
+    for (path, body) in objects {
+        let (st, b) = call(admin, t, Method::POST, &path, Some(body)).await?;
+        ensure!(st == StatusCode::CREATED || st == StatusCode::CONFLICT, "{path}: {st} {}", String::from_utf8_lossy(&b));
+    }
+    let request = serde_json::to_vec(&serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}))?;
+    let (st, b) = call(admin, t, Method::POST, &format!("/api/v1/namespaces/{ns}/serviceaccounts/reader/token"), Some(request)).await?;
+    ensure!(st == StatusCode::CREATED, "token request: {st} {}", String::from_utf8_lossy(&b));
+    let token = serde_json::from_slice::<serde_json::Value>(&b)?["status"]["token"].as_str().context("no token")?.to_string();
+    let mut reader = Target::new(&t.uri(""), tls_from_kubeconfig(&args.kubeconfig, false)?)?;
+    reader.bearer = Some(token);
+    Ok(reader)
 }
 
 /// `watchers` watches of one namespace (at most 50 streams per connection); one client
@@ -395,7 +438,7 @@ fn report(w: &str, s: &Stat) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let tls = tls_from_kubeconfig(&args.kubeconfig)?;
+    let tls = tls_from_kubeconfig(&args.kubeconfig, true)?;
     let run = format!("{}", std::process::id());
     let mut results: HashMap<&str, Results> = HashMap::new();
     for (name, url, kube) in [
@@ -416,12 +459,13 @@ async fn main() -> Result<()> {
             .get(t)
             .and_then(|r| r.iter().find(|(n, _)| *n == w).map(|(_, s)| s))
     };
-    let rows: Vec<Vec<String>> = [W_CREATE, W_GET, W_LIST, W_WATCH]
+    let rows: Vec<Vec<String>> = [W_CREATE, W_GET, W_GET_TOKEN, W_LIST, W_WATCH]
         .iter()
         .map(|w| {
             let label = match *w {
                 W_CREATE => format!("create ConfigMap ({} workers)", args.concurrency),
                 W_GET => format!("get ConfigMap ({} workers)", args.concurrency),
+                W_GET_TOKEN => format!("get ConfigMap as a service account ({} workers)", args.concurrency),
                 W_LIST => format!("list {} ConfigMaps ({} workers)", args.list_size, args.concurrency),
                 _ => format!(
                     "watch: {} creates x {} watchers (events/s)",
@@ -458,5 +502,13 @@ async fn main() -> Result<()> {
         ],
         &rows,
     );
+    // What authentication by token plus RBAC cost beside the admin certificate (whose
+    // system:masters group skips RBAC), on the same server in the same run.
+    println!();
+    for target in ["sqlite", "etcd"] {
+        if let (Some(token), Some(admin)) = (get(target, W_GET_TOKEN), get(target, W_GET)) {
+            println!("get as a service account / get as admin ({target}): {} ops/s ratio", fmt_ratio(Some(token), Some(admin)));
+        }
+    }
     Ok(())
 }
