@@ -164,6 +164,11 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = apiserver::registry::cache::DEFAULT_WINDOW)]
     pub default_watch_cache_size: usize,
 
+    /// Audiences bearer tokens presented to the API must be for (repeatable; upstream's
+    /// default: the service account issuer, https://kubernetes.default.svc.cluster.local).
+    #[arg(long = "api-audiences", value_name = "AUDIENCE", value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+
     /// IPv4 range Service ClusterIPs are allocated from (k3s's default).
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,

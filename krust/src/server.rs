@@ -77,6 +77,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         tokens: Some(tokens.clone()),
         kubelet_tls: Some(apiserver::handlers::proxy::KubeletTls {
             client_cert_pem: pki.kubelet_client_cert_pem.clone(),
+        api_audiences: args.api_audiences.clone(),
             client_key_pem: pki.kubelet_client_key_pem.clone(),
             ca_pem: pki.server_ca_pem.clone(),
         }),
