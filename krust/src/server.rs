@@ -75,9 +75,9 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             port: args.advertise_port.unwrap_or(args.https_listen_port),
         },
         tokens: Some(tokens.clone()),
+        api_audiences: args.api_audiences.clone(),
         kubelet_tls: Some(apiserver::handlers::proxy::KubeletTls {
             client_cert_pem: pki.kubelet_client_cert_pem.clone(),
-        api_audiences: args.api_audiences.clone(),
             client_key_pem: pki.kubelet_client_key_pem.clone(),
             ca_pem: pki.server_ca_pem.clone(),
         }),
