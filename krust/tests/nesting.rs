@@ -248,6 +248,14 @@ async fn every_depth_is_refused_or_fully_served() {
         patches_cannot_deepen(&c, &r, deepest).await;
     }
 
+    // What the etcd face serves of the deepest objects accepted decodes as well.
+    for key in [format!("/registry/nesting.krust.test/deeps/{NS}/deepest"), format!("/registry/apps/controllerrevisions/{NS}/deepest")] {
+        let out = Command::new("etcdctl").args(["--endpoints", &etcd, "get", &key, "--print-value-only"]).output().unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "etcdctl get {key}: {}", text(&out.stderr));
+        let stored: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{key} as stored: {e}"));
+        assert!(stored["metadata"]["managedFields"].is_array(), "{key}: {stored}");
+    }
+
     // Written before the limit: read, listed and watched all the same, by kubectl and the
     // API, and an update that does not deepen it passes (so finalizers can go).
     put_legacy_object(&etcd);
