@@ -159,3 +159,41 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .await
         .with_context(|| format!("listening on {addr}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn kine(extra: &[&str]) -> FaceTls {
+        let mut argv = vec!["krust", "kine"];
+        argv.extend_from_slice(extra);
+        let crate::cli::Command::Kine(args) = crate::cli::Cli::parse_from(argv).command else {
+            panic!("not kine")
+        };
+        FaceTls::of_kine(&args)
+    }
+
+    #[test]
+    fn plain_only_on_loopback_unless_insecure() {
+        let plain = kine(&[]);
+        assert!(plain.options("127.0.0.1:2379".parse().unwrap()).unwrap().tls.is_none());
+        assert!(plain.options("[::1]:2379".parse().unwrap()).is_ok());
+        for addr in ["0.0.0.0:2379", "10.0.0.5:2379", "[::]:2379"] {
+            let err = plain.options(addr.parse().unwrap()).unwrap_err().to_string();
+            assert!(err.contains("without TLS") && err.contains("--listen-insecure"), "{addr}: {err}");
+        }
+        assert!(kine(&["--listen-insecure"]).options("0.0.0.0:2379".parse().unwrap()).is_ok());
+        // The server's spellings are accepted by `krust kine` too.
+        assert!(kine(&["--datastore-listen-insecure"]).insecure);
+    }
+
+    #[test]
+    fn tls_files_are_read_at_start() {
+        let err = kine(&["--listen-cert", "/nonexistent.crt", "--listen-key", "/nonexistent.key"])
+            .options("0.0.0.0:2379".parse().unwrap())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("reading --listen-cert /nonexistent.crt"), "{err:#}");
+        assert!(crate::cli::Cli::try_parse_from(["krust", "kine", "--listen-key", "k"]).is_err());
+    }
+}

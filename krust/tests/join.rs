@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{free_port, poll, text, TestServer};
+use common::{free_port, poll, split_status, text, TestServer};
 use serde_json::{json, Value};
 
 /// The cluster secret: the part of the K10 token after `::server:`.
@@ -30,9 +30,7 @@ fn join(s: &TestServer, secret: &str, body: &Value) -> (u16, String) {
         .output()
         .expect("running curl");
     assert!(out.status.success(), "curl: {}", text(&out.stderr));
-    let out = text(&out.stdout);
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
+    split_status(&text(&out.stdout))
 }
 
 /// The subject alternative names of a PEM certificate, as `DNS:x` / `IP:y`.

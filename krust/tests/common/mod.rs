@@ -498,7 +498,7 @@ pub fn text(bytes: &[u8]) -> String {
 }
 
 /// Splits curl's `body\nSTATUS` output (from `-w "\n%{http_code}"`).
-fn split_status(out: &str) -> (u16, String) {
+pub fn split_status(out: &str) -> (u16, String) {
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", out));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
