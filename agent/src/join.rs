@@ -95,6 +95,33 @@ pub struct CredentialsResponse {
     pub client_ca: String,
     pub serving_cert: String,
     pub serving_key: String,
+    /// kube-proxy's client certificate (`system:kube-proxy`, bound to upstream's
+    /// `system:node-proxier`; k3s's `client-kube-proxy`): kube-proxy acts under its own
+    /// identity, not the kubelet's.
+    #[serde(default)]
+    pub kube_proxy: Option<ClientCredentials>,
+    /// The node's DNS server's client certificate (`system:krust:dns:<node>` in group
+    /// `system:krust:dns`, bound to krust's `system:krust:dns` roles).
+    #[serde(default)]
+    pub dns: Option<ClientCredentials>,
+}
+
+/// A client certificate and its key (PEM).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientCredentials {
+    pub cert: String,
+    pub key: String,
+}
+
+/// kube-proxy's kubeconfig beside the kubelet's (k3s: `agent/kubeproxy.kubeconfig`).
+pub const KUBE_PROXY_KUBECONFIG: &str = "kubeproxy.kubeconfig";
+/// The node DNS server's kubeconfig beside the kubelet's.
+pub const DNS_KUBECONFIG: &str = "dns.kubeconfig";
+
+/// The kubeconfigs of the node's parts, beside the kubelet's: kube-proxy's and DNS's.
+pub fn component_kubeconfigs(kubeconfig: &Path) -> (PathBuf, PathBuf) {
+    let dir = kubeconfig.parent().unwrap_or(Path::new("."));
+    (dir.join(KUBE_PROXY_KUBECONFIG), dir.join(DNS_KUBECONFIG))
 }
 
 /// The node password's file in the agent's data dir.
@@ -182,7 +209,10 @@ fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
 /// Obtains node credentials from `server` and writes a kubeconfig at `kubeconfig`
 /// (reused as is when it already exists). Returns its path.
 pub async fn ensure_kubeconfig(server: &str, token: &str, node_name: &str, node_password: &str, addresses: &[String], kubeconfig: &Path) -> Result<PathBuf, JoinError> {
-    if kubeconfig.exists() {
+    let (proxy, dns) = component_kubeconfigs(kubeconfig);
+    // A data dir from before kube-proxy and DNS had their own credentials joins again (the
+    // node password makes that safe).
+    if kubeconfig.exists() && proxy.exists() && dns.exists() {
         return Ok(kubeconfig.to_path_buf());
     }
     let token = Token::parse(token)?;
@@ -208,27 +238,38 @@ pub async fn ensure_kubeconfig(server: &str, token: &str, node_name: &str, node_
     Ok(kubeconfig.to_path_buf())
 }
 
-/// A kubeconfig for one user and one server, every certificate embedded.
-pub fn render_kubeconfig(server: &str, creds: &CredentialsResponse) -> String {
+/// A kubeconfig for one user (a client certificate) and one server, every certificate
+/// embedded, every name `default` (as k3s writes them).
+pub fn render_kubeconfig(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let v = json!({
         "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "default", "cluster": {"server": server, "certificate-authority-data": b64(&creds.ca_cert)}}],
+        "clusters": [{"name": "default", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
         "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
         "current-context": "default",
-        "users": [{"name": "default", "user": {"client-certificate-data": b64(&creds.client_cert), "client-key-data": b64(&creds.client_key)}}],
+        "preferences": {},
+        "users": [{"name": "default", "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}],
     });
     serde_json::to_string_pretty(&v).expect("serializable")
 }
 
-/// Writes the kubeconfig, then the kubelet's serving certificate, key and client CA
-/// beside it (the kubeconfig last: its presence means joining finished).
+/// Writes the kubeconfig, the kubelet's serving certificate, key and client CA beside it,
+/// and kube-proxy's and DNS's kubeconfigs (the kubelet's kubeconfig last: its presence means
+/// joining finished).
 pub fn write_kubeconfig(path: &Path, server: &str, creds: &CredentialsResponse) -> Result<(), JoinError> {
     let (crt, key, ca) = serving_files(path);
     write_private(&crt, creds.serving_cert.as_bytes())?;
     write_private(&key, creds.serving_key.as_bytes())?;
     write_private(&ca, creds.client_ca.as_bytes())?;
-    write_private(path, render_kubeconfig(server, creds).as_bytes())
+    let (proxy, dns) = component_kubeconfigs(path);
+    for (file, part) in [(proxy, &creds.kube_proxy), (dns, &creds.dns)] {
+        let part = part.as_ref().ok_or_else(|| JoinError::Request {
+            context: "reading node credentials",
+            message: format!("the server sent no credentials for {}", file.display()),
+        })?;
+        write_private(&file, render_kubeconfig(server, &creds.ca_cert, &part.cert, &part.key).as_bytes())?;
+    }
+    write_private(path, render_kubeconfig(server, &creds.ca_cert, &creds.client_cert, &creds.client_key).as_bytes())
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), JoinError> {

@@ -111,6 +111,18 @@ async fn start_endpoint(config: &Config, kubelet: Arc<kubelet::Kubelet>) -> Resu
     }))
 }
 
+/// The client configuration of a kubeconfig file (one the join or the server wrote).
+pub async fn config_from(kubeconfig: &std::path::Path) -> Result<kube::Config, AgentError> {
+    let fail = |e: String| AgentError::Other(format!("{}: {e}", kubeconfig.display()));
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| fail(e.to_string()))?;
+    kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| fail(e.to_string()))
+}
+
+/// A client of a kubeconfig file.
+pub async fn client_from(kubeconfig: &std::path::Path) -> Result<kube::Client, AgentError> {
+    kube::Client::try_from(config_from(kubeconfig).await?).map_err(|e| AgentError::Other(format!("{}: {e}", kubeconfig.display())))
+}
+
 /// The agent's kubeconfig (and its serving certificate beside it) in `Config::data_dir`.
 pub const KUBECONFIG: &str = "kubelet.kubeconfig";
 
@@ -152,8 +164,13 @@ pub async fn start(config: Config, client: kube::Client) -> Result<Agent, AgentE
     tasks.push(tokio::spawn(kubelet.clone().run()));
     tasks.push(tokio::spawn(kubelet::stats::run(kubelet.clone(), node::now_rfc3339(), memory_total)));
     tasks.push(start_endpoint(&config, kubelet.clone()).await?);
-    tasks.push(tokio::spawn(dns::run(client.clone(), config.clone(), pod_cidr)));
-    tasks.push(tokio::spawn(proxy::Proxy::new(&config.node_name, config.node_ip).run(client.clone())));
+    // kube-proxy and DNS act under their own identities (written when joining), not the
+    // kubelet's: the Node authorizer and system:node grant a kubelet neither.
+    let (proxy_kubeconfig, dns_kubeconfig) = join::component_kubeconfigs(&config.data_dir.join(KUBECONFIG));
+    let dns_client = client_from(&dns_kubeconfig).await?;
+    let proxy_client = client_from(&proxy_kubeconfig).await?;
+    tasks.push(tokio::spawn(dns::run(dns_client, config.clone(), pod_cidr)));
+    tasks.push(tokio::spawn(proxy::Proxy::new(&config.node_name, config.node_ip).run(proxy_client)));
     tracing::info!(node = %config.node_name, "agent ready");
     Ok(Agent { kubelet, tasks })
 }

@@ -25,6 +25,11 @@ pub struct Config {
     pub hpa_sync_period: std::time::Duration,
     /// Leader election timing (upstream's `--leader-elect-*` flags).
     pub leader: crate::leader::Timing,
+    /// Upstream's `--use-service-account-credentials`: the controller-manager's own client
+    /// configuration, whose server and CA each controller's client uses with a token of the
+    /// controller's service account (`credentials`). `None`: every controller uses the
+    /// controller-manager's client.
+    pub service_account_credentials: Option<kube::Config>,
 }
 
 impl Default for Config {
@@ -38,6 +43,7 @@ impl Default for Config {
             cluster_cidr: None,
             hpa_sync_period: std::time::Duration::from_secs(15),
             leader: crate::leader::Timing::default(),
+            service_account_credentials: None,
         }
     }
 }

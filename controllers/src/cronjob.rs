@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
@@ -325,8 +325,7 @@ async fn reconcile(obj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         "lastScheduleTime": old["lastScheduleTime"], "lastSuccessfulTime": old["lastSuccessfulTime"],
     });
     if new != old_fields {
-        cronjobs
-            .patch_status(&name, &crate::patch_params(MANAGER), &Patch::Merge(json!({"status": new})))
+        crate::writes::update(&cronjobs, &name, MANAGER, crate::writes::Part::Status, &json!({"status": new}))
             .await
             .map_err(|e| Error::Api("updating the status", name.clone(), e))?;
     }

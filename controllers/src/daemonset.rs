@@ -37,7 +37,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -504,7 +504,7 @@ async fn construct_history(client: &kube::Client, api: &Api<ControllerRevision>,
             let cur = revision::create(api, &name, rev, POD_REVISION_LABEL, &mut collision, MANAGER).await.map_err(|e| Error::HistoryFailed(name.clone(), e))?;
             if collision != before {
                 let dapi: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-                dapi.patch_status(&name, &crate::patch_params(MANAGER), &Patch::Merge(json!({"status": {"collisionCount": collision}})))
+                crate::writes::update(&dapi, &name, MANAGER, crate::writes::Part::Status, &json!({"status": {"collisionCount": collision}}))
                     .await
                     .map_err(|e| Error::StatusUpdateFailed(name.clone(), e))?;
             }
@@ -590,7 +590,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     });
     if new_status != old_status {
         let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&name, &crate::patch_params(MANAGER), &Patch::Merge(json!({"status": new_status})))
+        crate::writes::update(&api, &name, MANAGER, crate::writes::Part::Status, &json!({"status": new_status}))
             .await
             .map_err(|e| Error::StatusUpdateFailed(name.clone(), e))?;
     }

@@ -281,7 +281,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         if d.annotations().get(REVISION) != Some(&rev) && revision(new) > 0 {
             let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
-            dapi.patch(&name, &crate::patch_params(MANAGER), &Patch::Merge(patch)).await.map_err(|e| Error::StatusUpdateFailed(name.clone(), e))?;
+            crate::writes::update(&dapi, &name, MANAGER, crate::writes::Part::Main, &patch).await.map_err(|e| Error::StatusUpdateFailed(name.clone(), e))?;
         }
     }
 
@@ -488,7 +488,7 @@ async fn update_status(ctx: &Ctx, d: &Deployment, new: Option<&ReplicaSet>, old:
     });
     if new_status != current {
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
-        api.patch_status(&d.name_any(), &crate::patch_params(MANAGER), &Patch::Merge(json!({"status": new_status})))
+        crate::writes::update(&api, &d.name_any(), MANAGER, crate::writes::Part::Status, &json!({"status": new_status}))
             .await
             .map_err(|e| Error::StatusUpdateFailed(d.name_any(), e))?;
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, MetricSpec};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::{json, Value};
 
 use crate::Ctx;
@@ -113,8 +113,12 @@ async fn reconcile(ctx: &Ctx, hpa: &HorizontalPodAutoscaler, history: &mut Histo
     let stabilized = if bounded < current { entries.iter().map(|(_, r)| *r).max().unwrap_or(bounded).min(current) } else { bounded };
     let desired = if err.is_some() { current } else { stabilized };
     if desired != current {
-        let patch = json!({"spec": {"replicas": desired}});
-        match api.patch_scale(&target.name, &crate::patch_params(MANAGER), &Patch::Merge(&patch)).await {
+        // PUT, as upstream (its role grants `update` of `*/scale`), guarded by the
+        // resourceVersion of the scale read above.
+        let mut next = scale.clone();
+        next.spec.get_or_insert_with(Default::default).replicas = Some(desired);
+        let pp = kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        match api.replace_scale(&target.name, &pp, &next).await {
             Ok(_) => {
                 let reason = recs.iter().max_by_key(|r| r.replicas).map(|r| r.reason.clone()).unwrap_or_default();
                 tracing::info!(hpa = %key(hpa), from = current, to = desired, "rescaled");
@@ -257,7 +261,7 @@ async fn write_status(ctx: &Ctx, hpa: &HorizontalPodAutoscaler, replicas: Option
         status["lastScaleTime"] = if desired != current { json!(now) } else { previous.unwrap_or(Value::Null) };
     }
     let api = Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns);
-    if let Err(e) = api.patch_status(&name, &crate::patch_params(MANAGER), &Patch::Merge(&json!({"status": status}))).await {
+    if let Err(e) = crate::writes::update(&api, &name, MANAGER, crate::writes::Part::Status, &json!({"status": status})).await {
         tracing::warn!(hpa = %format!("{ns}/{name}"), error = %e, "updating HPA status failed");
     }
 }

@@ -1,5 +1,6 @@
-//! The Job controller (upstream's `job` controller), with the TTL-after-finished controller
-//! (upstream's `ttl-after-finished`) folded in.
+//! The Job controller (upstream's `job` controller), and beside it the TTL-after-finished
+//! controller (upstream's `ttl-after-finished`, [`run_ttl_after_finished`]), which runs as
+//! its own controller under its own service account.
 //!
 //! A `Controller` over Jobs that `.owns(...)` pods. Each reconcile reads the Job and lists
 //! the namespace's pods live, keeps those the Job controls, and then:
@@ -28,8 +29,6 @@
 //!   `status.completedIndexes`;
 //! - writes `status` (active, ready, terminating, succeeded, failed, startTime,
 //!   completionTime, conditions, uncountedTerminatedPods, completedIndexes);
-//! - deletes a finished Job `ttlSecondsAfterFinished` after it finished, with Background
-//!   propagation (the ttl-after-finished controller's job).
 //!
 //! Pods keeping the finalizer after their Job is gone (deleted with Background propagation,
 //! so the garbage collector deletes them afterwards) are released by a second loop watching
@@ -88,6 +87,61 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// Upstream's ttl-after-finished controller (its own service account, which may delete Jobs;
+/// the Job controller's may not): deletes a finished Job `ttlSecondsAfterFinished` after it
+/// finished, with Background propagation.
+pub async fn run_ttl_after_finished(ctx: Arc<Ctx>) -> Result<(), crate::Error> {
+    let jobs: Api<Job> = Api::all(ctx.client.clone());
+    Controller::new(jobs, watcher::Config::default())
+        .run(expire, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "ttl-after-finished sync failed");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Seconds until `job` expires, if it has finished and has a TTL.
+fn expires_in(job: &Job, now: i64) -> Option<i64> {
+    let ttl = job.spec.as_ref()?.ttl_seconds_after_finished?;
+    let (_, at) = finished_at(&serde_json::to_value(&job.status).unwrap_or_default())?;
+    Some(at + i64::from(ttl) - now)
+}
+
+async fn expire(obj: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = obj.name_any();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    match expires_in(&obj, podutil::now_secs()) {
+        None => return Ok(Action::await_change()),
+        Some(left) if left > 0 => return Ok(Action::requeue(Duration::from_secs(left as u64))),
+        Some(_) => {}
+    }
+    // As upstream: read the Job live before deleting it (its TTL may have changed).
+    let live = jobs.get_opt(&name).await.map_err(|e| Error::Api("reading", name.clone(), e))?;
+    let Some(job) = live.filter(|j| j.uid() == obj.uid()) else { return Ok(Action::await_change()) };
+    match expires_in(&job, podutil::now_secs()) {
+        Some(left) if left <= 0 => {}
+        Some(left) => return Ok(Action::requeue(Duration::from_secs(left as u64))),
+        None => return Ok(Action::await_change()),
+    }
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions { uid: job.uid(), resource_version: None }),
+        ..Default::default()
+    };
+    match jobs.delete(&name, &dp).await {
+        Ok(_) => tracing::info!(job = %name, "deleted a finished job after its ttlSecondsAfterFinished"),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(e) => return Err(Error::Api("deleting (ttlSecondsAfterFinished)", name, e)),
+    }
+    Ok(Action::await_change())
+}
+
 fn error_policy(job: Arc<Job>, err: &Error, _ctx: Arc<Ctx>) -> Action {
     tracing::debug!(job = %job.name_any(), error = %err, "job sync will be retried");
     Action::requeue(RETRY)
@@ -139,7 +193,8 @@ async fn remove_finalizer(api: &Api<Pod>, mut pod: Pod) -> Result<(), kube::Erro
         match api.patch(&pod.name_any(), &crate::patch_params(MANAGER), &Patch::Merge(patch)).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&pod.name_any()).await? {
+            // Re-read as upstream's lister would: its role has no `get` of pods.
+            Err(kube::Error::Api(s)) if s.code == 409 => match crate::writes::lookup(api, &pod.name_any()).await? {
                 Some(p) if p.uid() == pod.uid() => pod = p,
                 _ => return Ok(()),
             },
@@ -311,9 +366,7 @@ impl Sync<'_> {
             return Ok(());
         }
         let patch = json!({"metadata": {"resourceVersion": self.job.resource_version()}, "status": new});
-        self.job = self
-            .jobs
-            .patch_status(&self.name, &crate::patch_params(MANAGER), &Patch::Merge(patch))
+        self.job = crate::writes::update(&self.jobs, &self.name, MANAGER, crate::writes::Part::Status, &patch)
             .await
             .map_err(|e| Error::Api("updating the status", self.name.clone(), e))?;
         self.written = written_fields(&serde_json::to_value(&self.job.status).unwrap_or_default());
@@ -422,21 +475,6 @@ async fn reconcile(obj: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         if finished.is_some() {
             let active: Vec<&Pod> = pods.iter().filter(|p| podutil::is_active(p)).collect();
             sync.delete_pods(&active).await;
-        }
-        let (Some((_, at)), Some(ttl)) = (finished, spec.ttl_seconds_after_finished) else { return Ok(Action::await_change()) };
-        let left = at + i64::from(ttl) - now;
-        if left > 0 {
-            return Ok(Action::requeue(Duration::from_secs(left as u64)));
-        }
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
-            ..Default::default()
-        };
-        match sync.jobs.delete(&name, &dp).await {
-            Ok(_) => tracing::info!(job = %name, "deleted a finished job after its ttlSecondsAfterFinished"),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => return Err(Error::Api("deleting (ttlSecondsAfterFinished)", name, e)),
         }
         return Ok(Action::await_change());
     }

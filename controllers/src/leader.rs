@@ -1,5 +1,7 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, as upstream's
-//! `leaderelection` package with a `LeaseLock`: `kube-system/krust-controller-manager`.
+//! `leaderelection` package with a `LeaseLock`: `kube-system/kube-controller-manager` for the
+//! controllers, `kube-system/kube-scheduler` for the scheduler (upstream's names, which their
+//! bootstrap roles allow them to write).
 //!
 //! A candidate takes the Lease when it is absent, has no holder, or expired
 //! (`renewTime + leaseDurationSeconds` in the past); every write carries the
@@ -21,7 +23,9 @@ use crate::{Ctx, Error};
 
 /// The Lease every krust controller-manager competes for.
 pub const LEASE_NAMESPACE: &str = "kube-system";
-pub const LEASE_NAME: &str = "krust-controller-manager";
+pub const LEASE_NAME: &str = "kube-controller-manager";
+/// The scheduler's Lease.
+pub const SCHEDULER_LEASE_NAME: &str = "kube-scheduler";
 
 /// Leader election timing, as upstream's `--leader-elect-lease-duration`,
 /// `--leader-elect-renew-deadline` and `--leader-elect-retry-period` (shortened).
@@ -51,13 +55,14 @@ impl Default for Timing {
 /// One candidate's view of the Lease: tries to acquire or renew it.
 pub struct LeaseLock {
     api: Api<Lease>,
+    name: &'static str,
     identity: String,
     lease_duration: Duration,
 }
 
 impl LeaseLock {
-    pub fn new(client: kube::Client, identity: impl Into<String>, lease_duration: Duration) -> Self {
-        LeaseLock { api: Api::namespaced(client, LEASE_NAMESPACE), identity: identity.into(), lease_duration }
+    pub fn new(client: kube::Client, name: &'static str, identity: impl Into<String>, lease_duration: Duration) -> Self {
+        LeaseLock { api: Api::namespaced(client, LEASE_NAMESPACE), name, identity: identity.into(), lease_duration }
     }
 
     /// One attempt to acquire (or, when held by us, renew) the Lease. `Ok(true)` when this
@@ -65,9 +70,9 @@ impl LeaseLock {
     /// another candidate wrote first.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, Error> {
         let now = Timestamp::now();
-        let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
+        let Some(mut lease) = self.api.get_opt(self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(LEASE_NAME.into()), ..Default::default() },
+                metadata: ObjectMeta { name: Some(self.name.into()), ..Default::default() },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(self.lease_duration.as_secs() as i32),
@@ -96,7 +101,7 @@ impl LeaseLock {
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(self.lease_duration.as_secs() as i32);
         // `lease` carries the resourceVersion read above: a concurrent writer makes this 409.
-        match self.api.replace(LEASE_NAME, &PostParams::default(), &lease).await {
+        match self.api.replace(self.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e.into()),
@@ -123,17 +128,17 @@ pub async fn current_holder(client: kube::Client) -> Result<Option<String>, Erro
 /// Runs `work` while this process holds the controller-manager Lease: waits to acquire it,
 /// runs `work` while renewing, and when the Lease is lost drops `work` (cancelling it) and
 /// competes again. Returns when `work` finishes on its own.
-pub async fn run_while_leader<F, Fut>(ctx: Arc<Ctx>, work: F) -> Result<(), Error>
+pub async fn run_while_leader<F, Fut>(ctx: Arc<Ctx>, lease: &'static str, work: F) -> Result<(), Error>
 where
     F: Fn(Arc<Ctx>) -> Fut,
     Fut: Future<Output = ()>,
 {
     let timing = ctx.config.leader;
     let identity = ctx.config.identity.clone();
-    let lock = LeaseLock::new(ctx.client.clone(), identity.clone(), timing.lease_duration);
+    let lock = LeaseLock::new(ctx.client.clone(), lease, identity.clone(), timing.lease_duration);
     loop {
         acquire(&lock, &identity, timing).await;
-        tracing::info!(identity = %identity, lease = %format!("{LEASE_NAMESPACE}/{LEASE_NAME}"), "became leader: starting controllers");
+        tracing::info!(identity = %identity, lease = %format!("{LEASE_NAMESPACE}/{lease}"), "became leader");
         tokio::select! {
             _ = work(ctx.clone()) => {
                 tracing::info!(identity = %identity, "controllers finished");
@@ -153,11 +158,11 @@ async fn acquire(lock: &LeaseLock, identity: &str, timing: Timing) {
         match lock.try_acquire_or_renew().await {
             Ok(true) => return,
             Ok(false) if !logged => {
-                tracing::info!(identity, "another instance holds the controller-manager lease: waiting");
+                tracing::info!(identity, "another instance holds the lease: waiting");
                 logged = true;
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(identity, error = %e, "acquiring the controller-manager lease failed"),
+            Err(e) => tracing::warn!(identity, error = %e, "acquiring the lease failed"),
         }
         tokio::time::sleep(jitter(timing.retry_period)).await;
     }
@@ -178,11 +183,11 @@ async fn keep_renewing(lock: &LeaseLock, identity: &str, timing: Timing) {
         match attempt {
             Ok(true) => last_renewal = tokio::time::Instant::now(),
             Ok(false) => {
-                tracing::warn!(identity, "the controller-manager lease was taken by another instance");
+                tracing::warn!(identity, "the lease was taken by another instance");
                 return;
             }
             Err(e) => {
-                tracing::warn!(identity, error = %e, "renewing the controller-manager lease failed");
+                tracing::warn!(identity, error = %e, "renewing the lease failed");
                 if last_renewal.elapsed() > timing.renew_deadline {
                     tracing::warn!(identity, "renew deadline passed");
                     return;

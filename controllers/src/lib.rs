@@ -8,6 +8,7 @@
 
 pub mod clusterroleaggregation;
 pub mod context;
+pub mod credentials;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -32,6 +33,7 @@ pub mod rootca;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod writes;
 
 use std::sync::Arc;
 
@@ -40,31 +42,37 @@ pub use context::{Config, Ctx, Error};
 /// A controller's entry point.
 pub type RunFn = fn(Arc<Ctx>) -> futures::future::BoxFuture<'static, Result<(), Error>>;
 
-/// Every controller, by name (as upstream's `--controllers` names them).
-pub const CONTROLLERS: &[(&str, RunFn)] = &[
-    ("namespace", |ctx| Box::pin(namespace::run(ctx))),
-    ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
-    ("serviceaccount", |ctx| Box::pin(serviceaccount::run(ctx))),
-    ("root-ca-cert-publisher", |ctx| Box::pin(rootca::run(ctx))),
-    ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
-    ("replicationcontroller", |ctx| Box::pin(replicaset::run_replication_controllers(ctx))),
-    ("scheduler", |ctx| Box::pin(scheduler::run(ctx))),
-    ("deployment", |ctx| Box::pin(deployment::run(ctx))),
-    ("nodeipam", |ctx| Box::pin(nodeipam::run(ctx))),
-    ("nodelifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
-    ("podgc", |ctx| Box::pin(podgc::run(ctx))),
-    ("job", |ctx| Box::pin(job::run(ctx))),
-    ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
-    ("endpointslice", |ctx| Box::pin(endpoints::run_endpoint_slices(ctx))),
-    ("endpoints", |ctx| Box::pin(endpoints::run_endpoints(ctx))),
-    ("endpointslice-mirroring", |ctx| Box::pin(endpointslicemirroring::run(ctx))),
-    ("horizontalpodautoscaling", |ctx| Box::pin(hpa::run(ctx))),
-    ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
-    ("disruption", |ctx| Box::pin(disruption::run(ctx))),
-    ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
-    ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
-    ("clusterrole-aggregation", |ctx| Box::pin(clusterroleaggregation::run(ctx))),
+/// Every controller: its name (as upstream's `--controllers` names them), the service
+/// account it acts as (upstream's, bound to `system:controller:<account>` by the bootstrap
+/// policy; see [`credentials`]), and its entry point.
+pub const CONTROLLERS: &[(&str, &str, RunFn)] = &[
+    ("namespace", "namespace-controller", |ctx| Box::pin(namespace::run(ctx))),
+    ("garbage-collector", "generic-garbage-collector", |ctx| Box::pin(gc::run(ctx))),
+    ("serviceaccount", "service-account-controller", |ctx| Box::pin(serviceaccount::run(ctx))),
+    ("root-ca-cert-publisher", "root-ca-cert-publisher", |ctx| Box::pin(rootca::run(ctx))),
+    ("replicaset", "replicaset-controller", |ctx| Box::pin(replicaset::run(ctx))),
+    ("replicationcontroller", "replication-controller", |ctx| Box::pin(replicaset::run_replication_controllers(ctx))),
+    ("deployment", "deployment-controller", |ctx| Box::pin(deployment::run(ctx))),
+    ("nodeipam", "node-controller", |ctx| Box::pin(nodeipam::run(ctx))),
+    ("nodelifecycle", "node-controller", |ctx| Box::pin(nodelifecycle::run(ctx))),
+    ("podgc", "pod-garbage-collector", |ctx| Box::pin(podgc::run(ctx))),
+    ("job", "job-controller", |ctx| Box::pin(job::run(ctx))),
+    ("ttl-after-finished", "ttl-after-finished-controller", |ctx| Box::pin(job::run_ttl_after_finished(ctx))),
+    ("cronjob", "cronjob-controller", |ctx| Box::pin(cronjob::run(ctx))),
+    ("endpointslice", "endpointslice-controller", |ctx| Box::pin(endpoints::run_endpoint_slices(ctx))),
+    ("endpoints", "endpoint-controller", |ctx| Box::pin(endpoints::run_endpoints(ctx))),
+    ("endpointslice-mirroring", "endpointslicemirroring-controller", |ctx| Box::pin(endpointslicemirroring::run(ctx))),
+    ("horizontalpodautoscaling", "horizontal-pod-autoscaler", |ctx| Box::pin(hpa::run(ctx))),
+    ("resourcequota", "resourcequota-controller", |ctx| Box::pin(resourcequota::run(ctx))),
+    ("disruption", "disruption-controller", |ctx| Box::pin(disruption::run(ctx))),
+    ("statefulset", "statefulset-controller", |ctx| Box::pin(statefulset::run(ctx))),
+    ("daemonset", "daemon-set-controller", |ctx| Box::pin(daemonset::run(ctx))),
+    ("clusterrole-aggregation", "clusterrole-aggregation-controller", |ctx| Box::pin(clusterroleaggregation::run(ctx))),
 ];
+
+/// The scheduler's name in `Config::disabled`; it runs apart from the controllers
+/// ([`run_scheduler`]), under its own identity and Lease.
+pub const SCHEDULER: &str = "scheduler";
 
 /// A reflector cache of `api`, kept current in the background; every change wakes `notify`.
 /// For loops that recompute from whole caches (scheduler, node lifecycle, kube-proxy).
@@ -92,25 +100,69 @@ pub(crate) fn patch_params(manager: &str) -> kube::api::PatchParams {
     kube::api::PatchParams { field_manager: Some(manager.into()), ..Default::default() }
 }
 
-/// Runs every controller while this process is the leader; returns only on a fatal error.
+/// Runs every controller while this process holds the `kube-controller-manager` Lease;
+/// returns only on a fatal error. `client` is the controller-manager's own (root) client;
+/// with `Config::service_account_credentials` each controller gets a client of its own
+/// service account, else they all share `client`.
 pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
+    let builder = match &config.service_account_credentials {
+        Some(base) => Some(credentials::ClientBuilder::new(client.clone(), base)?),
+        None => None,
+    };
     let ctx = Arc::new(Ctx::new(client, config));
-    leader::run_while_leader(ctx.clone(), |ctx| async move {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, run) in CONTROLLERS {
-            if ctx.config.disabled.iter().any(|d| d == name) {
-                continue;
-            }
-            let ctx = ctx.clone();
-            let name = *name;
-            tasks.spawn(async move {
-                tracing::info!(controller = name, "starting controller");
-                if let Err(e) = run(ctx).await {
-                    tracing::error!(controller = name, error = %e, "controller stopped");
+    leader::run_while_leader(ctx.clone(), leader::LEASE_NAME, |ctx| {
+        let builder = builder.clone();
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (name, account, run) in CONTROLLERS {
+                if ctx.config.disabled.iter().any(|d| d == name) {
+                    continue;
                 }
-            });
+                let (ctx, builder, name, account) = (ctx.clone(), builder.clone(), *name, *account);
+                tasks.spawn(async move {
+                    let ctx = match builder {
+                        Some(b) => Arc::new(Ctx::new(own_client(&b, name, account).await, ctx.config.clone())),
+                        None => ctx,
+                    };
+                    tracing::info!(controller = name, service_account = account, "starting controller");
+                    if let Err(e) = run(ctx).await {
+                        tracing::error!(controller = name, error = %e, "controller stopped");
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
         }
-        while tasks.join_next().await.is_some() {}
+    })
+    .await
+}
+
+/// A controller's own client, retried until the API answers (it may still be starting).
+async fn own_client(builder: &credentials::ClientBuilder, name: &str, account: &str) -> kube::Client {
+    let mut attempt = 0u32;
+    loop {
+        match builder.client_for(account).await {
+            Ok(c) => return c,
+            Err(e) => {
+                attempt += 1;
+                if attempt % 10 == 3 {
+                    tracing::warn!(controller = name, service_account = account, error = %e, "obtaining the controller's credentials");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Runs the scheduler with `client` (its own identity, `system:kube-scheduler`) while this
+/// process holds the `kube-scheduler` Lease, as upstream's kube-scheduler elects its leader
+/// apart from the controller-manager.
+pub async fn run_scheduler(client: kube::Client, config: Config) -> Result<(), Error> {
+    let ctx = Arc::new(Ctx::new(client, config));
+    leader::run_while_leader(ctx, leader::SCHEDULER_LEASE_NAME, |ctx| async move {
+        tracing::info!("starting the scheduler");
+        if let Err(e) = scheduler::run(ctx).await {
+            tracing::error!(error = %e, "the scheduler stopped");
+        }
     })
     .await
 }

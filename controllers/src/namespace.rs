@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::discovery::verbs;
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
@@ -227,7 +227,7 @@ async fn update_conditions(client: &kube::Client, ns: &Namespace, p: &Progress) 
     }
     let api: Api<Namespace> = Api::all(client.clone());
     let patch = json!({"status": {"conditions": new}});
-    match api.patch_status(&name, &crate::patch_params(MANAGER), &Patch::Merge(&patch)).await {
+    match crate::writes::update(&api, &name, MANAGER, crate::writes::Part::Status, &patch).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(Error::StatusUpdateFailed(name, e)),

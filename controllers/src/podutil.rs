@@ -132,3 +132,10 @@ mod tests {
         assert!(selector_matches(Some(&expr), &labels));
     }
 }
+
+/// Whether a write failed because its namespace is terminating (403 with upstream's
+/// "because it is being terminated"), as opposed to an RBAC denial, which must not be
+/// taken for it.
+pub fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
+}

@@ -299,7 +299,7 @@ async fn update_status<K: Replicated>(ctx: &Ctx, rs: &ReplicaSet, owned: &[Pod],
     });
     if new != old {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
-        api.patch_status(&rs.name_any(), &crate::patch_params(K::MANAGER), &Patch::Merge(json!({"status": new})))
+        crate::writes::update(&api, &rs.name_any(), K::MANAGER, crate::writes::Part::Status, &json!({"status": new}))
             .await
             .map_err(|e| Error::StatusUpdateFailed(rs.name_any(), e))?;
     }

@@ -74,7 +74,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &name);
     let pp = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
     let fail = |e| Error::PublishFailed(name.clone(), e);
-    let result = match api.get_opt(NAME).await.map_err(fail)? {
+    // Read as upstream's lister would: the publisher's role only creates and updates.
+    let result = match crate::writes::lookup(&api, NAME).await.map_err(fail)? {
         None => {
             let cm = desired(ConfigMap { metadata: ObjectMeta::default(), ..Default::default() }, ca);
             api.create(&pp, &cm).await.map(|_| tracing::info!(namespace = %name, "published {NAME}"))
@@ -91,7 +92,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     match result {
         Ok(()) => Ok(Action::await_change()),
         // The namespace began terminating or is gone.
-        Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => Ok(Action::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) if crate::podutil::namespace_terminating(&e) => Ok(Action::await_change()),
         Err(e) => Err(fail(e)),
     }
 }

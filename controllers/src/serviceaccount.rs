@@ -47,7 +47,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
-    if api.get_metadata_opt(DEFAULT).await.map_err(|e| Error::CreateFailed(name.clone(), e))?.is_some() {
+    // Read as upstream's lister would: the controller's role only creates.
+    if crate::writes::lookup(&api, DEFAULT).await.map_err(|e| Error::CreateFailed(name.clone(), e))?.is_some() {
         return Ok(Action::await_change());
     }
     let sa = ServiceAccount {
@@ -58,7 +59,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     match api.create(&pp, &sa).await {
         Ok(_) => tracing::info!(namespace = %name, "created the default ServiceAccount"),
         // Created meanwhile, or the namespace began terminating / is gone.
-        Err(kube::Error::Api(s)) if matches!(s.code, 409 | 403 | 404) => {}
+        Err(kube::Error::Api(s)) if matches!(s.code, 409 | 404) => {}
+        Err(e) if crate::podutil::namespace_terminating(&e) => {}
         Err(e) => return Err(Error::CreateFailed(name, e)),
     }
     Ok(Action::await_change())

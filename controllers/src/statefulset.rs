@@ -319,7 +319,8 @@ impl Sync<'_> {
                 Some(existing) => {
                     if let Some(refs) = self.wanted_claim_refs(existing, pod, scaled_down) {
                         let patch = json!({"metadata": {"resourceVersion": existing.resource_version(), "ownerReferences": refs}});
-                        let updated = self.pvcs.patch(&cname, &crate::patch_params(MANAGER), &Patch::Merge(patch)).await.map_err(|e| Error::UpdateFailed(format!("claim {cname}"), e))?;
+                        // `update`, as upstream: the role grants no `patch` of claims.
+                        let updated = crate::writes::update(&self.pvcs, &cname, MANAGER, crate::writes::Part::Main, &patch).await.map_err(|e| Error::UpdateFailed(format!("claim {cname}"), e))?;
                         self.claims.insert(cname, updated);
                     }
                 }
@@ -537,7 +538,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     });
     if new_status != old_status {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&name, &crate::patch_params(MANAGER), &Patch::Merge(json!({"status": new_status})))
+        crate::writes::update(&api, &name, MANAGER, crate::writes::Part::Status, &json!({"status": new_status}))
             .await
             .map_err(|e| Error::StatusUpdateFailed(name.clone(), e))?;
     }

@@ -1,6 +1,10 @@
 //! The `kube-system/kube-dns` Service: the address (`--cluster-dns`) pods have as their
 //! nameserver. It has no selector: every node's agent serves DNS itself and publishes its own
 //! EndpointSlice for it (`agent::dns`), which kube-proxy balances over.
+//!
+//! Kept by the server as the controller-manager's user (`system:kube-controller-manager`),
+//! which krust's Role `kube-system/system:krust:kube-dns-service` lets get, create and delete
+//! this one Service, and nothing more than upstream's role otherwise.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -8,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use agent::dns::{NAMESPACE, SERVICE};
@@ -37,10 +40,8 @@ pub fn service(cluster_ip: IpAddr) -> serde_json::Value {
 /// Creates the Service in the background once the API answers (retrying every second), and
 /// recreates it when its ClusterIP is not `cluster_ip` (a changed `--cluster-dns`: the
 /// ClusterIP cannot be updated).
-pub async fn spawn(admin_kubeconfig: &Path, cluster_ip: IpAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let kc = Kubeconfig::read_from(admin_kubeconfig).with_context(|| format!("reading {}", admin_kubeconfig.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.context("building the cluster DNS client configuration")?;
-    let client = kube::Client::try_from(cfg).context("building the cluster DNS client")?;
+pub async fn spawn(kubeconfig: &Path, cluster_ip: IpAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let client = crate::node::client_from(kubeconfig).await.context("the cluster DNS client")?;
     Ok(tokio::spawn(async move {
         let mut attempt = 0u32;
         loop {

@@ -1,7 +1,9 @@
 //! The server side of joining (see `agent::join`): `/cacerts` serves the cluster CA
 //! bundle to anyone (agents check it against the hash in their token), and
-//! `POST /v1-krust/node-credentials` issues a `system:node:<name>` client certificate and
-//! a kubelet serving certificate to a caller presenting the cluster secret. Both sit outside
+//! `POST /v1-krust/node-credentials` issues a `system:node:<name>` client certificate, a
+//! kubelet serving certificate, and client certificates of the node's kube-proxy
+//! (`system:kube-proxy`) and DNS server (`system:krust:dns:<name>`) to a caller presenting
+//! the cluster secret. Both sit outside
 //! the Kubernetes API's authentication, as k3s's supervisor endpoints do.
 //!
 //! The join is confined as k3s's: the caller proves it owns the node name with the node's
@@ -14,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agent::join::{CredentialsRequest, CredentialsResponse, CACERTS_PATH, CREDENTIALS_PATH};
+use agent::join::{ClientCredentials, CredentialsRequest, CredentialsResponse, CACERTS_PATH, CREDENTIALS_PATH};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +26,16 @@ use ipnet::IpNet;
 
 use crate::node_password::{self, NodePasswordError};
 use crate::pki::San;
+
+/// kube-proxy's user, which upstream's bootstrap policy binds to `system:node-proxier`.
+pub const KUBE_PROXY_USER: &str = "system:kube-proxy";
+/// The group of every node's DNS server, bound to krust's `system:krust:dns` roles.
+pub use apiserver::auth::bootstrap::krust::DNS_GROUP;
+
+/// The user of a node's DNS server (per node, so the audit trail tells them apart).
+pub fn dns_user(node: &str) -> String {
+    format!("system:krust:dns:{node}")
+}
 
 /// More addresses than any node has: a cap on what one request makes the CA sign.
 const MAX_ADDRESSES: usize = 16;
@@ -35,7 +47,7 @@ pub struct Issuer {
     pub client_ca_pem: String,
     /// Addresses no node may claim: the Service ranges (the `kubernetes` Service's IP).
     pub service_cidrs: Vec<IpNet>,
-    /// Reads and writes the node password Secrets (the admin's client: this is the server).
+    /// Reads and writes the node password Secrets (as `system:krust:supervisor`).
     pub client: kube::Client,
 }
 
@@ -79,6 +91,9 @@ impl Issuer {
         node_password::ensure(&self.client, node, &req.node_password).await?;
         let (client_cert, client_key) = crate::pki::issue_client(&self.tls_dir, &format!("system:node:{node}"), &["system:nodes"]).map_err(IssueError::Signing)?;
         let (serving_cert, serving_key) = crate::pki::issue_serving(&self.tls_dir, &format!("system:node:{node}"), &sans).map_err(IssueError::Signing)?;
+        let client = |user: &str, groups: &[&str]| {
+            crate::pki::issue_client(&self.tls_dir, user, groups).map(|(cert, key)| ClientCredentials { cert, key }).map_err(IssueError::Signing)
+        };
         Ok(CredentialsResponse {
             ca_cert: self.ca_pem.clone(),
             client_cert,
@@ -86,6 +101,8 @@ impl Issuer {
             client_ca: self.client_ca_pem.clone(),
             serving_cert,
             serving_key,
+            kube_proxy: Some(client(KUBE_PROXY_USER, &[])?),
+            dns: Some(client(&dns_user(node), &[DNS_GROUP])?),
         })
     }
 }

@@ -1,42 +1,23 @@
-//! The admin kubeconfig: one cluster, context and user all named `default`, as k3s writes
-//! it, with every certificate embedded so the file works when copied elsewhere.
+//! Kubeconfigs the server writes: the admin's, and those of its own parts (the
+//! controller-manager's, the scheduler's). One cluster, context and user all named
+//! `default`, as k3s writes them, with every certificate embedded so the file works when
+//! copied elsewhere (rendered by `agent::join::render_kubeconfig`, the one renderer; written
+//! as YAML here, as k3s's).
 
 use std::path::Path;
-
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use serde_json::json;
 
 use crate::files::write_atomic;
 use crate::pki::Pki;
 
 /// Renders the kubeconfig YAML for the admin user against `server_url`.
 pub fn render_admin(server_url: &str, pki: &Pki) -> anyhow::Result<String> {
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{
-            "name": "default",
-            "cluster": {
-                "server": server_url,
-                "certificate-authority-data": STANDARD.encode(&pki.server_ca_pem),
-            },
-        }],
-        "contexts": [{
-            "name": "default",
-            "context": { "cluster": "default", "user": "default" },
-        }],
-        "current-context": "default",
-        "preferences": {},
-        "users": [{
-            "name": "default",
-            "user": {
-                "client-certificate-data": STANDARD.encode(&pki.admin_cert_pem),
-                "client-key-data": STANDARD.encode(&pki.admin_key_pem),
-            },
-        }],
-    });
-    Ok(serde_yaml::to_string(&config)?)
+    render(server_url, &pki.server_ca_pem, &pki.admin_cert_pem, &pki.admin_key_pem)
+}
+
+/// Renders the kubeconfig YAML of a client certificate against `server_url`.
+pub fn render(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<String> {
+    let json: serde_json::Value = serde_json::from_str(&agent::join::render_kubeconfig(server_url, ca_pem, cert_pem, key_pem))?;
+    Ok(serde_yaml::to_string(&json)?)
 }
 
 /// Writes the kubeconfig to `path` with `mode`; it holds the admin key, hence the 0600 default.
@@ -49,6 +30,8 @@ pub fn write(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
 
     #[test]
     fn kubeconfig_names_everything_default_and_embeds_data() {

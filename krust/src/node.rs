@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::cli::{AgentArgs, NodeArgs};
 
@@ -36,9 +35,7 @@ pub fn agent_config(node: &NodeArgs, data_dir: &Path, control_plane: bool) -> an
 }
 
 pub async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.context("building the agent's client configuration")?;
-    kube::Client::try_from(cfg).context("building the agent's client")
+    Ok(agent::client_from(kubeconfig).await?)
 }
 
 /// `krust agent`: join, then run until SIGINT/SIGTERM.

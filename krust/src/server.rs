@@ -49,6 +49,8 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
     let pki = pki::ensure(&paths.tls(), &serving_sans(&args)).context("preparing certificates")?;
     let url = client_url(args.bind_address, args.https_listen_port);
     let kubeconfig_path = write_kubeconfigs(&args, &paths, &url, &pki)?;
+    // The server's own parts act under their own identities, never the admin's.
+    let own = controller_manager::write_kubeconfigs(&paths, &url, &pki)?;
 
     let endpoint = Endpoint::parse(args.datastore_endpoint.as_deref(), &paths.default_db())?;
     let compaction = datastore::Compaction {
@@ -87,7 +89,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
         ca_pem: pki.server_ca_pem.clone(),
         client_ca_pem: pki.client_ca_pem.clone(),
         service_cidrs: join::parse_cidrs(&args.service_cidr)?,
-        client: node::client_from(&paths.admin_kubeconfig()).await?,
+        client: node::client_from(&own.supervisor).await?,
     });
     let router = apiserver::app_with(backend, api_config)
         .await
@@ -127,10 +129,10 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
             ..Default::default()
         };
-        Some(controller_manager::spawn(&paths.admin_kubeconfig(), config).await?)
+        Some(controller_manager::spawn(&own, config).await?)
     };
     // Pods' nameserver: the kube-dns Service, created once the API answers (below).
-    let cluster_dns = crate::cluster_dns::spawn(&paths.admin_kubeconfig(), args.node.cluster_dns).await?;
+    let cluster_dns = crate::cluster_dns::spawn(&own.controller, args.node.cluster_dns).await?;
     let node_agent = if args.disable_agent {
         tracing::info!("--disable-agent: running the control plane only");
         None

@@ -18,6 +18,10 @@
 
 use std::collections::HashMap;
 
+// krust's own roles, kept apart (see that file); appended to each list below.
+#[path = "bootstrap_krust.rs"]
+pub mod krust;
+
 use anyhow::Context;
 use serde_json::{json, Value};
 
@@ -905,7 +909,7 @@ pub fn cluster_roles() -> Vec<Value> {
     let controllers = controller_role_rules()
         .into_iter()
         .map(|(sa, rules)| cluster_role(&format!("{CONTROLLER_ROLE_PREFIX}{sa}"), &rules));
-    system_cluster_roles().into_iter().chain(controllers).collect()
+    system_cluster_roles().into_iter().chain(controllers).chain(krust::cluster_roles()).collect()
 }
 
 /// Every bootstrap ClusterRoleBinding: upstream's, its controller bindings, and krust's own.
@@ -944,6 +948,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         "system:kubelet-api-admin",
         vec![user(KUBELET_CLIENT_USER)],
     ));
+    out.extend(krust::cluster_role_bindings());
     out
 }
 
@@ -955,7 +960,7 @@ pub fn roles() -> Vec<Value> {
             rule(&["watch", "get", "list", "create", "update"], &[COORDINATION], &["leasecandidates"]),
         ]
     };
-    vec![
+    let mut out = vec![
         role(
             "kube-system",
             "extension-apiserver-authentication-reader",
@@ -983,13 +988,15 @@ pub fn roles() -> Vec<Value> {
                 events_rule(),
             ],
         ),
-    ]
+    ];
+    out.extend(krust::roles());
+    out
 }
 
 /// Upstream's namespaced bootstrap RoleBindings.
 pub fn role_bindings() -> Vec<Value> {
     let sa = |name| service_account("kube-system", name);
-    vec![
+    let mut out = vec![
         role_binding(
             "kube-system",
             "system::extension-apiserver-authentication-reader",
@@ -1036,7 +1043,9 @@ pub fn role_bindings() -> Vec<Value> {
             "system:controller:bootstrap-signer",
             vec![sa("bootstrap-signer")],
         ),
-    ]
+    ];
+    out.extend(krust::role_bindings());
+    out
 }
 
 /// Upstream's `Covers` over rules as JSON (the authorizer's [`uncovered`]): whether `owner`
