@@ -142,12 +142,16 @@ fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_label_text)
 }
 
-/// The 400 for a path segment no pod of the API could have.
-fn check_segment(what: &str, value: &str, valid: fn(&str) -> bool, rule: &str) -> Result<(), Response> {
+/// Why a path segment is no name the API could have given, for a 400.
+fn check_segment(what: &str, value: &str, valid: fn(&str) -> bool, rule: &str) -> Result<(), String> {
     if valid(value) {
         return Ok(());
     }
-    Err(plain(StatusCode::BAD_REQUEST, format!("invalid {what} {value:?}: must be a DNS-1123 {rule}\n")))
+    Err(format!("invalid {what} {value:?}: must be a DNS-1123 {rule}\n"))
+}
+
+fn bad_request(msg: String) -> Response {
+    plain(StatusCode::BAD_REQUEST, msg)
 }
 
 /// `{namespace}/{pod}` of a route, checked: these name folders on disk.
@@ -164,7 +168,7 @@ pub struct ContainerPath {
 }
 
 impl PodPath {
-    fn checked(namespace: String, pod: String) -> Result<PodPath, Response> {
+    fn checked(namespace: String, pod: String) -> Result<PodPath, String> {
         check_segment("namespace", &namespace, is_dns1123_label, "label")?;
         check_segment("pod name", &pod, is_dns1123_subdomain, "subdomain")?;
         Ok(PodPath { namespace, pod })
@@ -176,7 +180,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PodPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         let UrlPath((namespace, pod)) = UrlPath::<(String, String)>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
-        PodPath::checked(namespace, pod)
+        PodPath::checked(namespace, pod).map_err(bad_request)
     }
 }
 
@@ -185,8 +189,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ContainerPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         let UrlPath((namespace, pod, container)) = UrlPath::<(String, String, String)>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
-        let PodPath { namespace, pod } = PodPath::checked(namespace, pod)?;
-        check_segment("container name", &container, is_dns1123_label, "label")?;
+        let PodPath { namespace, pod } = PodPath::checked(namespace, pod).map_err(bad_request)?;
+        check_segment("container name", &container, is_dns1123_label, "label").map_err(bad_request)?;
         Ok(ContainerPath { namespace, pod, container })
     }
 }
@@ -378,7 +382,8 @@ mod tests {
     #[test]
     fn bad_segments_get_400_with_what_was_wrong() {
         let err = PodPath::checked("default".into(), "..".into()).err().unwrap();
-        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(err, "invalid pod name \"..\": must be a DNS-1123 subdomain\n");
+        assert_eq!(bad_request(err).status(), StatusCode::BAD_REQUEST);
         assert!(PodPath::checked("../x".into(), "box".into()).is_err());
         assert!(PodPath::checked("default".into(), "box".into()).is_ok());
         assert!(check_segment("container name", "../x", is_dns1123_label, "label").is_err());
