@@ -28,8 +28,6 @@ pub struct Config {
     /// The address other nodes and the API server reach this node on.
     pub node_ip: IpAddr,
     pub node_labels: Vec<(String, String)>,
-    /// Whether this agent runs inside a server (labelled as a control-plane node).
-    pub control_plane: bool,
     /// The cluster DNS address pods get as nameserver (`--cluster-dns`), if any.
     pub cluster_dns: Option<IpAddr>,
     pub cluster_domain: String,

@@ -94,9 +94,6 @@ fn node_object(config: &Config, info: &MachineInfo) -> Value {
     for (k, v) in &config.node_labels {
         labels.insert(k.clone(), json!(v));
     }
-    if config.control_plane {
-        labels.insert("node-role.kubernetes.io/control-plane".into(), json!("true"));
-    }
     json!({
         "apiVersion": "v1",
         "kind": "Node",

@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::cli::{AgentArgs, NodeArgs};
 
 /// The agent's settings from the node flags.
-pub fn agent_config(node: &NodeArgs, data_dir: &Path, control_plane: bool) -> anyhow::Result<agent::Config> {
+pub fn agent_config(node: &NodeArgs, data_dir: &Path) -> anyhow::Result<agent::Config> {
     let node_name = match &node.node_name {
         Some(n) => n.clone(),
         None => crate::server::hostname().context("the hostname is not a valid node name: pass --node-name")?,
@@ -24,7 +24,6 @@ pub fn agent_config(node: &NodeArgs, data_dir: &Path, control_plane: bool) -> an
         data_dir: data_dir.join("agent"),
         node_ip: node.node_ip.unwrap_or_else(crate::server::outbound_address),
         node_labels,
-        control_plane,
         cluster_dns: Some(node.cluster_dns),
         cluster_domain: node.cluster_domain.clone(),
         cni_bin_dir: node.cni_bin_dir.clone(),
@@ -40,7 +39,7 @@ pub async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
 
 /// `krust agent`: join, then run until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs, started: Instant) -> anyhow::Result<()> {
-    let config = agent_config(&args.node, &args.data_dir, false)?;
+    let config = agent_config(&args.node, &args.data_dir)?;
     tracing::info!(node = %config.node_name, server = %args.server, "starting krust agent");
     let kubeconfig = config.data_dir.join("kubelet.kubeconfig");
     let token = match (&args.token, &args.token_file) {
@@ -76,7 +75,7 @@ pub async fn clean(agent: Option<&agent::Agent>, node_name: &str) {
 /// the same node password and address rules as any agent), written to DATA_DIR/agent. The
 /// password check needs the API: it runs in the task, once the server serves.
 pub fn spawn_in_server(node: &NodeArgs, data_dir: &Path, url: &str, issuer: std::sync::Arc<crate::join::Issuer>) -> anyhow::Result<tokio::task::JoinHandle<Option<agent::Agent>>> {
-    let config = agent_config(node, data_dir, true)?;
+    let config = agent_config(node, data_dir)?;
     let node_password = agent::join::ensure_node_password(&config.data_dir)?;
     let url = url.to_string();
     Ok(tokio::spawn(async move {
@@ -87,7 +86,9 @@ pub fn spawn_in_server(node: &NodeArgs, data_dir: &Path, url: &str, issuer: std:
             let creds = issuer.issue(&req).await.context("issuing this node's credentials")?;
             agent::join::write_kubeconfig(&kubeconfig, &url, &creds)?;
             let client = client_from(&kubeconfig).await?;
-            agent::start(config, client).await.context("starting the agent")
+            let agent = agent::start(config, client).await.context("starting the agent")?;
+            label_control_plane(&issuer.client, &name).await;
+            Ok::<_, anyhow::Error>(agent)
         };
         match started.await {
             Ok(a) => Some(a),
@@ -98,3 +99,19 @@ pub fn spawn_in_server(node: &NodeArgs, data_dir: &Path, url: &str, issuer: std:
         }
     }))
 }
+
+/// The server's own node carries `node-role.kubernetes.io/control-plane`, set by the server
+/// (as k3s does) because NodeRestriction keeps a kubelet from giving itself `node-role`
+/// labels. Failures are logged: the label is informational.
+async fn label_control_plane(client: &kube::Client, node: &str) {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Node"), "nodes");
+    let nodes: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let patch = serde_json::json!({"metadata": {"labels": {CONTROL_PLANE_LABEL: "true"}}});
+    match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => tracing::info!(node, "labelled {CONTROL_PLANE_LABEL}"),
+        Err(e) => tracing::warn!(node, error = %e, "labelling this server's node {CONTROL_PLANE_LABEL}"),
+    }
+}
+
+const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";

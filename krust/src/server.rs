@@ -148,7 +148,7 @@ pub async fn run(args: ServerArgs, started: Instant) -> anyhow::Result<()> {
             agent.abort();
         }
         if args.node.clean {
-            if let Ok(config) = node::agent_config(&args.node, &args.data_dir, true) {
+            if let Ok(config) = node::agent_config(&args.node, &args.data_dir) {
                 node::clean(agent.as_ref(), &config.node_name).await;
             }
         }

@@ -315,3 +315,74 @@ fn service_account_issuer_discovery() {
     assert_eq!(get("/openid/v1/jwks", None).0, "401");
     assert_eq!(server.kubectl(&["get", "--raw", "/openid/v1/jwks", "--as=bob"]).status.code(), Some(1));
 }
+
+/// NodeRestriction: a node registers and labels only itself, never with restricted labels
+/// or changed taints, creates only mirror pods, and requests tokens only for its pods.
+#[test]
+fn a_node_writes_only_itself() {
+    let server = TestServer::start();
+    let n1 = client_cert(&server, "system:node:n1", &["system:nodes"]);
+    let as_n1 = |args: &[&str], input: &str| {
+        let mut child = Command::new(common::kubectl_bin())
+            .args(["--kubeconfig", "/dev/null", "--server", &server.url(), "--request-timeout", "20s"])
+            .arg(format!("--certificate-authority={}", server.server_ca().display()))
+            .args(&n1)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let node = |name: &str, labels: &str| format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{{labels}}}}}}}"#);
+    let out = as_n1(&["create", "-f", "-"], &node("n2", ""));
+    assert!(stderr_of(&out).contains(r#"nodes "n2" is forbidden: node "n1" is not allowed to modify node "n2""#), "{}", stderr_of(&out));
+    let out = as_n1(&["create", "-f", "-"], &node("n1", r#""node-restriction.kubernetes.io/pool":"gpu""#));
+    assert!(stderr_of(&out).contains(r#"node "n1" is not allowed to set the following labels: node-restriction.kubernetes.io/pool"#), "{}", stderr_of(&out));
+    let out = as_n1(&["create", "-f", "-"], &node("n1", r#""kubernetes.io/hostname":"n1","example.com/rack":"7""#));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // The admin's labels and taints are the admin's.
+    server.kubectl_ok(&["label", "node", "n1", "node-restriction.kubernetes.io/pool=gpu"]);
+    server.kubectl_ok(&["taint", "node", "n1", "dedicated=gpu:NoSchedule"]);
+    let out = as_n1(&["label", "node", "n1", "node-restriction.kubernetes.io/pool-"], "");
+    assert!(stderr_of(&out).contains("is not allowed to modify labels: node-restriction.kubernetes.io/pool"), "{}", stderr_of(&out));
+    let out = as_n1(&["label", "node", "n1", "node-role.kubernetes.io/worker=true"], "");
+    assert!(stderr_of(&out).contains("is not allowed to modify labels: node-role.kubernetes.io/worker"), "{}", stderr_of(&out));
+    let out = as_n1(&["taint", "node", "n1", "dedicated-"], "");
+    assert!(stderr_of(&out).contains(r#"node "n1" is not allowed to modify taints"#), "{}", stderr_of(&out));
+    let out = as_n1(&["label", "node", "n1", "example.com/rack=8", "--overwrite"], "");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // Pods: only mirror pods; not ordinary ones.
+    let out = as_n1(&["create", "-f", "-"], r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox"}]}}"#);
+    assert!(stderr_of(&out).contains(r#"pod does not have "kubernetes.io/config.mirror" annotation, node "n1" can only create mirror pods"#), "{}", stderr_of(&out));
+    // Tokens only bound to its own pods.
+    server.kubectl_stdin_ok(&["create", "-f", "-"], r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"mine"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox"}]}}"#);
+    server.kubectl_stdin_ok(&["create", "-f", "-"], r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"theirs"},"spec":{"nodeName":"n2","containers":[{"name":"c","image":"busybox"}]}}"#);
+    let uid = |p: &str| server.kubectl_ok(&["get", "pod", p, "-o", "jsonpath={.metadata.uid}"]);
+    let request = |pod: &str| format!(r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{{"boundObjectRef":{{"apiVersion":"v1","kind":"Pod","name":"{pod}","uid":"{}"}}}}}}"#, uid(pod));
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let (cert, key) = (n1[0].trim_start_matches("--client-certificate=").to_string(), n1[1].trim_start_matches("--client-key=").to_string());
+    let send = |method: &str, ctype: &str, path: &str, body: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(server.server_ca())
+            .args(["--cert", &cert, "--key", &key, "-H", &format!("Content-Type: {ctype}"), "-X", method, "--data-binary", body])
+            .arg(format!("{}{path}", server.url()))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let post = |body: &str| send("POST", "application/json", token_path, body);
+    // Its own Node's status may not relabel it either.
+    let relabel = send("PATCH", "application/merge-patch+json", "/api/v1/nodes/n1/status", r#"{"metadata":{"labels":{"node-restriction.kubernetes.io/pool":"cpu"}}}"#);
+    assert!(relabel.ends_with("\n403") && relabel.contains("is not allowed to modify labels"), "{relabel}");
+    let status = send("PATCH", "application/merge-patch+json", "/api/v1/nodes/n1/status", r#"{"status":{"phase":"Running"}}"#);
+    assert!(status.ends_with("\n200"), "{status}");
+    assert!(poll(Duration::from_secs(5), || post(&request("mine")).ends_with("\n201")));
+    let theirs = post(&request("theirs"));
+    assert!(theirs.ends_with("\n403") && theirs.contains("node requested token bound to a pod scheduled on a different node"), "{theirs}");
+}

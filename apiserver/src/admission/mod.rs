@@ -42,6 +42,8 @@ pub enum Operation {
 pub struct Attributes<'a> {
     pub operation: Operation,
     pub resource: &'a ResourceInfo,
+    /// `status` for writes to that subresource (see [`Plugin::handles_status`]), else empty.
+    pub subresource: &'a str,
     pub ctx: &'a ReqCtx,
     /// The stored object, on update.
     pub old: Option<&'a Value>,
@@ -77,6 +79,12 @@ pub trait Plugin: Send + Sync {
     /// Whether the plugin acts on this write at all.
     fn handles(&self, attrs: &Attributes<'_>) -> bool;
 
+    /// Whether the plugin's validating phase also runs on writes to the `status`
+    /// subresource (most plugins concern the main resource only).
+    fn handles_status(&self, _attrs: &Attributes<'_>) -> bool {
+        false
+    }
+
     /// Mutating phase: may change the object, or refuse the write.
     async fn admit(&self, _attrs: &Attributes<'_>, _obj: &mut Value, _reader: &dyn Reader) -> ApiResult<()> {
         Ok(())
@@ -110,7 +118,7 @@ impl Admission {
     /// through `backend`.
     pub fn builtin(backend: Arc<dyn Backend>) -> Self {
         Self::new(
-            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(Priority), Box::new(RuntimeClass), Box::new(crate::auth::escalation::RbacEscalation), Box::new(ValidatingPolicy::default()), Box::new(ResourceQuota::new(backend.clone()))],
+            vec![Box::new(LimitRanger), Box::new(ServiceAccount), Box::new(Priority), Box::new(RuntimeClass), Box::new(crate::auth::noderestriction::NodeRestriction), Box::new(crate::auth::escalation::RbacEscalation), Box::new(ValidatingPolicy::default()), Box::new(ResourceQuota::new(backend.clone()))],
             Arc::new(BackendReader { backend }),
         )
     }
@@ -124,6 +132,15 @@ impl Admission {
         let Some(reader) = &self.reader else { return Ok(()) };
         for p in self.plugins.iter().filter(|p| p.handles(attrs)) {
             p.admit(attrs, obj, reader.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// The validating phase of the plugins that handle `status` writes.
+    pub async fn validate_status(&self, attrs: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
+        let Some(reader) = &self.reader else { return Ok(()) };
+        for p in self.plugins.iter().filter(|p| p.handles_status(attrs)) {
+            p.validate(attrs, obj, reader.as_ref()).await?;
         }
         Ok(())
     }
@@ -240,6 +257,6 @@ pub(crate) mod testing {
     }
 
     pub fn create<'a>(info: &'a ResourceInfo, ctx: &'a ReqCtx) -> Attributes<'a> {
-        Attributes { operation: Operation::Create, resource: info, ctx, old: None }
+        Attributes { operation: Operation::Create, resource: info, subresource: "", ctx, old: None }
     }
 }

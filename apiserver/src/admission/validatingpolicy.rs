@@ -459,7 +459,7 @@ mod tests {
         assert!(run(&r, &attrs, &exempt).await.0.is_ok());
         // Update: the second validation, with its reason.
         let old = deployment(3);
-        let upd = Attributes { operation: Operation::Update, resource: &info, ctx: &ctx, old: Some(&old) };
+        let upd = Attributes { operation: Operation::Update, resource: &info, subresource: "", ctx: &ctx, old: Some(&old) };
         let err = run(&r, &upd, &deployment(2)).await.0.unwrap_err();
         assert_eq!(err.code(), 403);
         assert!(err.to_string().ends_with("denied request: failed expression: request.operation != 'UPDATE' || oldObject.spec.replicas <= object.spec.replicas"), "{err}");

@@ -10,7 +10,8 @@
 //! - `system:krust:kube-dns-service`: the server keeps the selector-less Service
 //!   `kube-system/kube-dns` as the controller-manager's user (`cluster_dns.rs`).
 //! - `system:krust:supervisor`: the join endpoint keeps node password Secrets
-//!   (`kube-system/<node>.node-password.krust`), as k3s's supervisor does.
+//!   (`kube-system/<node>.node-password.krust`), as k3s's supervisor does, and the server
+//!   labels its own node `node-role.kubernetes.io/control-plane` (a kubelet may not).
 
 use serde_json::Value;
 
@@ -23,18 +24,21 @@ pub const SUPERVISOR_USER: &str = "system:krust:supervisor";
 const NAMESPACE: &str = "kube-system";
 
 pub fn cluster_roles() -> Vec<Value> {
-    vec![cluster_role(
-        DNS_GROUP,
-        &[
-            rule(&["list", "watch"], &[CORE], &["services"]),
-            rule(&["list", "watch"], &[DISCOVERY], &["endpointslices"]),
-            rule(&["get"], &[CORE], &["nodes"]),
-        ],
-    )]
+    vec![
+        cluster_role(
+            DNS_GROUP,
+            &[
+                rule(&["list", "watch"], &[CORE], &["services"]),
+                rule(&["list", "watch"], &[DISCOVERY], &["endpointslices"]),
+                rule(&["get"], &[CORE], &["nodes"]),
+            ],
+        ),
+        cluster_role(SUPERVISOR_USER, &[rule(&["get", "patch"], &[CORE], &["nodes"])]),
+    ]
 }
 
 pub fn cluster_role_bindings() -> Vec<Value> {
-    vec![cluster_binding(DNS_GROUP, vec![group(DNS_GROUP)])]
+    vec![cluster_binding(DNS_GROUP, vec![group(DNS_GROUP)]), cluster_binding(SUPERVISOR_USER, vec![user(SUPERVISOR_USER)])]
 }
 
 pub fn roles() -> Vec<Value> {

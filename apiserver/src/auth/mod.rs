@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod escalation;
 pub mod impersonation;
 pub mod node;
+pub mod noderestriction;
 pub mod rbac;
 pub mod serviceaccount;
 

@@ -141,6 +141,11 @@ impl Graph {
         self.reach.get(node).is_some_and(|r| r.contains_key(&(kind.to_string(), ns.to_string(), name.to_string())))
     }
 
+    /// Whether `node` reaches any object of `kind`.
+    pub fn reaches_any(&self, node: &str, kind: &str) -> bool {
+        self.reach.get(node).is_some_and(|r| r.keys().any(|(k, _, _)| k == kind))
+    }
+
     /// Whether a pod is bound to `node`.
     pub fn pod_on(&self, node: &str, ns: &str, name: &str) -> bool {
         self.pods.get(&(ns.to_string(), name.to_string())).is_some_and(|p| p.node == node)

@@ -31,10 +31,19 @@ pub async fn serve(st: &AppState, namespace: &str, name: &str, req: Request) -> 
     }
     let signer = st.tokens.clone().ok_or_else(|| ApiError::ServiceUnavailable("this server has no service account signing key".into()))?;
     let headers = req.headers().clone();
+    let user = req.extensions().get::<crate::auth::UserInfo>().cloned();
     let body = axum::body::to_bytes(req.into_body(), super::resources::MAX_BODY_BYTES)
         .await
         .map_err(|e| ApiError::RequestEntityTooLarge(e.to_string()))?;
     let tr = super::negotiate::parse_body(&headers, &body)?;
+    if let Some(node) = user.as_ref().and_then(crate::auth::node::node_name) {
+        // NodeRestriction: a node's tokens are bound to a pod scheduled on it.
+        let pod_name = tr["spec"]["boundObjectRef"]["name"].as_str().unwrap_or_default();
+        let pods = st.registry.find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+        let pod = if pod_name.is_empty() { None } else { pods.get(Some(namespace), pod_name).await.ok() };
+        crate::auth::noderestriction::admit_token_request(node, &tr["spec"], pod.as_ref())
+            .map_err(|why| ApiError::Forbidden(format!("serviceaccounts \"{name}\" is forbidden: {why}")))?;
+    }
     let sas = st.registry.find("", "v1", "serviceaccounts").ok_or(ApiError::NoRoute)?;
     let sa = sas.get(Some(namespace), name).await?;
     let spec = &tr["spec"];

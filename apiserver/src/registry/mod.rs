@@ -172,12 +172,12 @@ impl Registry {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
     /// The watch cache every store reads watches from.
     pub fn watch_cache(&self) -> &Arc<cache::WatchCache> {
         &self.cache
     }
 
+    pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
 

@@ -350,7 +350,7 @@ impl GenericStore {
             }
         }
         strategy.apply_defaults(obj);
-        let attrs = admission::Attributes { operation: admission::Operation::Create, resource: self.info(), ctx, old: None };
+        let attrs = admission::Attributes { operation: admission::Operation::Create, resource: self.info(), subresource: "", ctx, old: None };
         self.admission.admit(&attrs, obj).await?;
         strategy.prepare_for_create(ctx, obj);
         let mut errs = strategy.validate(ctx, obj);
@@ -582,7 +582,8 @@ impl GenericStore {
         }
         meta::set(new, "name", json!(name));
         meta::remove(new, "selfLink");
-        let update_attrs = admission::Attributes { operation: admission::Operation::Update, resource: self.info(), ctx, old: Some(old) };
+        let subresource = if target == Target::Status { "status" } else { "" };
+        let update_attrs = admission::Attributes { operation: admission::Operation::Update, resource: self.info(), subresource, ctx, old: Some(old) };
         let mut errs = Vec::new();
         if target == Target::Main {
             strategy.apply_defaults(new);
@@ -612,6 +613,8 @@ impl GenericStore {
         let mut warnings = Vec::new();
         if target == Target::Main {
             warnings = self.admission.validate(&update_attrs, new).await?;
+        } else if target == Target::Status {
+            self.admission.validate_status(&update_attrs, new).await?;
         }
         warnings.extend(strategy.warnings_on_update(ctx, new, old));
         strategy.canonicalize(new);
