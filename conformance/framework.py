@@ -18,6 +18,8 @@ import threading
 import time
 import urllib.parse
 
+import urllib3
+
 from kubernetes import config as kconfig
 
 # codename -> function(f: Framework)
@@ -145,9 +147,13 @@ class Cluster:
                 if isinstance(v, bool):
                     q[k] = "true" if v else "false"
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(q, doseq=True)
-        hdrs = {"Accept": "application/json"}
-        if headers:
+        hdrs = urllib3.HTTPHeaderDict({"Accept": "application/json"})
+        if isinstance(headers, dict):
             hdrs.update(headers)
+        elif headers:
+            # (name, value) pairs: a name may repeat (Impersonate-Group), sent once per value
+            for k, v in headers:
+                hdrs.add(k, v)
         data = None
         if body is not None:
             if isinstance(body, (bytes, str)):

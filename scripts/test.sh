@@ -31,8 +31,8 @@ echo "==> python3 -m pytest -q krust/tests/python"
 python3 -m pytest -q krust/tests/python || status=$?
 # Upstream's conformance tests of tiers T1 (API server alone) and T2 (controllers), ported under their
 # exact names (conformance/README.md); regenerates docs/conformance.md.
-echo "==> python3 conformance/run.py --start-server --tier T1 --tier T2 --report docs/conformance.md"
-python3 conformance/run.py --start-server --krust-bin "$KRUST_BIN" --tier T1 --tier T2 --report docs/conformance.md || status=$?
+echo "==> python3 conformance/run.py --start-server --tier T1 --tier T2 --tier AUTH --report docs/conformance.md"
+python3 conformance/run.py --start-server --krust-bin "$KRUST_BIN" --tier T1 --tier T2 --tier AUTH --report docs/conformance.md || status=$?
 # The same API suite on real etcd: one member, then three with one killed mid-run.
 echo "==> scripts/test-backends.sh"
 KRUST_BIN="$KRUST_BIN" scripts/test-backends.sh || status=$?
