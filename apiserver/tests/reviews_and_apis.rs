@@ -53,13 +53,33 @@ async fn access_reviews_are_answered_not_stored() {
         json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                "spec": {"user": user, "groups": groups, "resourceAttributes": {"namespace": "default", "verb": "list", "resource": "configmaps"}}})
     };
-    // a subject that authentication would produce (system:authenticated) is allowed
+    // an authenticated user with no grant is refused; system:masters is allowed everything
     let (s, out) = h.call("POST", SAR, Some(sar("alice", json!(["system:authenticated"])))).await;
     assert_eq!(s, StatusCode::CREATED, "{out}");
-    assert_eq!(out["status"]["allowed"], true);
-    assert_eq!(out["status"]["reason"], "krust: no authorizer configured, everything allowed");
+    assert_eq!(out["status"], json!({"allowed": false}), "{out}");
     assert!(out["metadata"].get("uid").is_none(), "{out}");
-    // a bare user name is no authenticated identity
+    let (_, out) = h.call("POST", SAR, Some(sar("root", json!(["system:masters"])))).await;
+    assert_eq!(out["status"], json!({"allowed": true}), "{out}");
+    // a RoleBinding grants alice; the answer names it
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "cm-reader", "namespace": "default"},
+                      "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]});
+    let (s, out) = h.call("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles", Some(role)).await;
+    assert_eq!(s, StatusCode::CREATED, "{out}");
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "alice-cm", "namespace": "default"},
+                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+                         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]});
+    let (s, out) = h.call("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", Some(binding)).await;
+    assert_eq!(s, StatusCode::CREATED, "{out}");
+    let mut granted = json!(null);
+    for _ in 0..50 {
+        granted = h.call("POST", SAR, Some(sar("alice", json!(["system:authenticated"])))).await.1;
+        if granted["status"]["allowed"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(granted["status"]["reason"], r#"RBAC: allowed by RoleBinding "alice-cm/default" of Role "cm-reader" to User "alice""#, "{granted}");
+    // a bare user name with no grant
     let (_, out) = h.call("POST", SAR, Some(sar("bob", json!([])))).await;
     assert_eq!(out["status"]["allowed"], false);
     // the local review agrees, and checks its namespace

@@ -263,6 +263,17 @@ fn a_node_reaches_only_what_its_pods_use() {
     server.kubectl_stdin_ok(&["create", "-f", "-"], r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n2"}}"#);
     let out = get(&["delete", "node", "n2"]);
     assert!(!out.status.success() && stderr_of(&out).contains("forbidden"), "{}", stderr_of(&out));
+    // A PersistentVolume is reachable through the claim a pod of the node uses.
+    let pv = |name: &str, claim: &str| format!(r#"{{"apiVersion":"v1","kind":"PersistentVolume","metadata":{{"name":"{name}"}},"spec":{{"capacity":{{"storage":"1Gi"}},"accessModes":["ReadWriteOnce"],"hostPath":{{"path":"/tmp/{name}"}},"claimRef":{{"namespace":"default","name":"{claim}"}}}}}}"#);
+    server.kubectl_stdin_ok(&["create", "-f", "-"], &pv("pv-used", "data"));
+    server.kubectl_stdin_ok(&["create", "-f", "-"], &pv("pv-other", "other"));
+    let claimer = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"claimer"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox"}],"volumes":[{"name":"d","persistentVolumeClaim":{"claimName":"data"}}]}}"#;
+    server.kubectl_stdin_ok(&["create", "-f", "-"], claimer);
+    assert!(poll(Duration::from_secs(5), || get(&["get", "pv", "pv-used"]).status.success()));
+    let out = get(&["get", "pv", "pv-other"]);
+    assert!(stderr_of(&out).contains("no relationship found between node 'n1' and this object"), "{}", stderr_of(&out));
+    assert!(!kubectl_as(&server, &n2, &["get", "pv", "pv-used"]).status.success());
+
     // Once the pod is gone, so is the node's access to its secret.
     server.kubectl_ok(&["delete", "pod", "p", "--grace-period=0", "--force"]);
     assert!(poll(Duration::from_secs(5), || !get(&["get", "secret", "used"]).status.success()));

@@ -74,6 +74,7 @@ impl Authorizer {
             .collect::<anyhow::Result<_>>()?;
         let mut authorizer = Authorizer::with_policy(Policy::default());
         authorizer.backend = Some(registry.backend().clone());
+        authorizer.node.cache = Some(cache.clone());
         let authorizer = Arc::new(authorizer);
         let rev = cache.revision();
         authorizer.node.load(&cache);

@@ -159,9 +159,30 @@ pub const NODE_ROLE: &str = "system:node";
 #[derive(Default)]
 pub struct NodeAuthorizer {
     pub graph: Arc<RwLock<Graph>>,
+    /// Where PersistentVolumes and VolumeAttachments are looked up (their links to claims and
+    /// nodes are read when asked, not kept in the graph).
+    pub cache: Option<Arc<WatchCache>>,
 }
 
 impl NodeAuthorizer {
+    fn stored(&self, key: &str) -> Option<Value> {
+        let kv = self.cache.as_ref()?.get(key)?;
+        serde_json::from_slice(&kv.value).ok()
+    }
+
+    /// Upstream's graph edge PV → PVC → pod → node: the volume's `claimRef` is a claim a pod
+    /// of this node uses.
+    fn reaches_volume(&self, graph: &Graph, node: &str, name: &str) -> bool {
+        let Some(pv) = self.stored(&format!("/registry/persistentvolumes/{name}")) else { return false };
+        let claim = &pv["spec"]["claimRef"];
+        let (ns, claim) = (claim["namespace"].as_str().unwrap_or_default(), claim["name"].as_str().unwrap_or_default());
+        !claim.is_empty() && graph.reaches(node, "persistentvolumeclaims", ns, claim)
+    }
+
+    /// A VolumeAttachment is this node's when its `spec.nodeName` says so.
+    fn owns_attachment(&self, node: &str, name: &str) -> bool {
+        self.stored(&format!("/registry/storage.k8s.io/volumeattachments/{name}")).is_some_and(|va| va["spec"]["nodeName"].as_str() == Some(node))
+    }
 
     /// Fills the graph from the cache's pods.
     pub fn load(&self, cache: &WatchCache) {
@@ -236,6 +257,34 @@ impl NodeAuthorizer {
                     allow()
                 } else {
                     deny(no_relation())
+                }
+            }
+            ("", "persistentvolumes", "") => {
+                if a.verb != "get" || a.name.is_empty() {
+                    return deny(format!("can only get individual {}", a.resource));
+                }
+                if self.reaches_volume(&graph, node, &a.name) {
+                    allow()
+                } else {
+                    deny(no_relation())
+                }
+            }
+            ("storage.k8s.io", "volumeattachments", "") => {
+                if a.verb != "get" || a.name.is_empty() {
+                    return deny(format!("can only get individual {}", a.resource));
+                }
+                if self.owns_attachment(node, &a.name) {
+                    allow()
+                } else {
+                    deny(no_relation())
+                }
+            }
+            ("storage.k8s.io", "csinodes", "") => {
+                let own = a.name == node || (a.verb == "create" && a.name.is_empty());
+                if own && matches!(a.verb.as_str(), "get" | "create" | "update" | "patch" | "delete") {
+                    allow()
+                } else {
+                    deny("can only access CSINode with the same name as the requesting node".into())
                 }
             }
             ("coordination.k8s.io", "leases", "") => {
@@ -323,6 +372,12 @@ mod tests {
         assert!(dec(&n1, "update", "coordination.k8s.io", "leases", "", "kube-node-lease", "n1"));
         assert!(!dec(&n1, "update", "coordination.k8s.io", "leases", "", "kube-node-lease", "n2"));
         assert!(!dec(&n1, "delete", "", "nodes", "", "", "n2"));
+        // Without a volume to look up, no PersistentVolume or VolumeAttachment is reachable,
+        // though the node rules would allow getting them.
+        assert!(!dec(&n1, "get", "", "persistentvolumes", "", "", "pv"));
+        assert!(!dec(&n1, "get", "storage.k8s.io", "volumeattachments", "", "", "va"));
+        assert!(dec(&n1, "update", "storage.k8s.io", "csinodes", "", "", "n1"));
+        assert!(!dec(&n1, "update", "storage.k8s.io", "csinodes", "", "", "n2"));
         assert!(authz.decide(&Attributes::resource(&UserInfo { name: "bob".into(), ..Default::default() }, "get", "", "secrets", "", "ns", "s"), &policy).is_none());
         assert!(authz.decide(&Attributes::resource(&n1, "list", "", "nodes", "", "", ""), &policy).is_none(), "not in the node rules: RBAC decides");
     }
