@@ -250,6 +250,12 @@ fn a_second_agent_joins_with_the_token_and_runs_pods() {
     ]);
     let token = std::fs::read_to_string(s.data_dir().join("server/node-token")).unwrap().trim().to_string();
     assert!(token.starts_with("K10"), "{token}");
+    // The server's own node first takes the first /24 (its agent joins through the same node
+    // password check as any other, a moment after the API is up).
+    wait_for("node-202's pod CIDR", Duration::from_secs(60), || {
+        let cidr = s.kubectl_ok(&["get", "node", "node-202", "--ignore-not-found", "-o", "jsonpath={.spec.podCIDR}"]);
+        (cidr == "10.42.202.0/24").then_some(cidr)
+    });
 
     // A token naming another CA is refused before the secret is sent.
     let wrong_ca = format!("K10{}::server:x", "0".repeat(64));
