@@ -47,6 +47,8 @@ pub const NAMESPACE: &str = "kube-system";
 pub const MANAGER: &str = "krust-agent";
 /// How often the node's EndpointSlice is checked (and put back if it was changed or deleted).
 const PUBLISH_EVERY: Duration = Duration::from_secs(30);
+/// How soon a failed publication is tried again.
+const PUBLISH_RETRY: Duration = Duration::from_secs(2);
 
 /// The gateway address of a pod CIDR: its first address (`10.42.3.0/24` → 10.42.3.1).
 pub fn gateway(pod_cidr: &str) -> Option<(Ipv4Addr, u8)> {
@@ -213,13 +215,18 @@ async fn publish(client: kube::Client, node: String, gw: Ipv4Addr) {
             Ok(Some(s)) => serde_json::to_value(s).map(|v| same_slice(&v, &want)).unwrap_or(false),
             _ => false,
         };
+        let mut wait = PUBLISH_EVERY;
         if !up_to_date {
             match api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&want)).await {
                 Ok(_) => tracing::info!(slice = name, address = %gw, "dns: published the node's kube-dns endpoint"),
-                Err(e) => tracing::warn!(error = %e, slice = name, "dns: publishing the node's kube-dns endpoint"),
+                Err(e) => {
+                    // Without the slice no pod resolves through this node: try again soon.
+                    tracing::warn!(error = %e, slice = name, "dns: publishing the node's kube-dns endpoint");
+                    wait = PUBLISH_RETRY;
+                }
             }
         }
-        tokio::time::sleep(PUBLISH_EVERY).await;
+        tokio::time::sleep(wait).await;
     }
 }
 

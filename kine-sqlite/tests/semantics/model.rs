@@ -127,12 +127,17 @@ fn err_kind(e: &StoreError) -> &'static str {
     }
 }
 
+/// How long etcd may take to sync a watcher that starts at a past revision (its loop runs
+/// every 100 ms; generous for a loaded machine).
+const ETCD_WATCHER_SYNC: Duration = Duration::from_secs(1);
+
 /// A watch running alongside, collecting what it receives.
 struct Watcher {
     prefix: String,
     start: i64,
     got: Arc<Mutex<Vec<Event>>>,
     task: tokio::task::JoinHandle<()>,
+    created: Instant,
 }
 
 impl Watcher {
@@ -152,6 +157,7 @@ impl Watcher {
             start: from,
             got,
             task,
+            created: Instant::now(),
         }
     }
 
@@ -383,6 +389,17 @@ pub async fn run_model(
                     while position().unwrap() + 1 < target {
                         assert!(Instant::now() < deadline, "{ctx}: watchers stuck");
                         tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                } else {
+                    // etcd says nothing of a watcher's position, and cancels (ErrCompacted) a
+                    // watcher created at a past revision that its sync loop (every 100 ms)
+                    // has not caught up yet when compaction passes its start: give every new
+                    // watcher time to be synced first.
+                    for w in &watchers {
+                        let age = w.created.elapsed();
+                        if age < ETCD_WATCHER_SYNC {
+                            tokio::time::sleep(ETCD_WATCHER_SYNC - age).await;
+                        }
                     }
                 }
                 assert_eq!(
