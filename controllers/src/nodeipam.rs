@@ -20,6 +20,9 @@ const MANAGER: &str = "node-ipam-controller";
 /// Size of each node's range, as upstream's default `--node-cidr-mask-size` for IPv4.
 const NODE_MASK: u8 = 24;
 
+/// Held from reading the ranges in use to writing the chosen one.
+static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("listing nodes: {0}")]
@@ -90,6 +93,9 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     let text = ctx.config.cluster_cidr.clone().unwrap_or_default();
     let cluster = Cidr::parse(&text).ok_or_else(|| Error::Exhausted(text.clone()))?;
+    // The controller reconciles nodes concurrently: two nodes registering together would both
+    // list no range in use and get the same one. One allocation at a time, from list to write.
+    let _one_at_a_time = ALLOCATING.lock().await;
     let api = Api::<Node>::all(ctx.client.clone());
     // Read from the server, not the cache: a range just given to another node must count.
     let used: BTreeSet<String> = api
