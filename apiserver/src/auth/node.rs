@@ -225,59 +225,40 @@ impl NodeAuthorizer {
             return by_rules(a, policy);
         }
         let graph = self.graph.read().expect("graph lock");
-        let no_relation = || format!("no relationship found between node '{node}' and this object");
+        // One named object the node asks for with an allowed verb: granted when the graph
+        // links it to the node, else no opinion saying so.
+        let related = |verb_ok: bool, refusal: String, linked: &dyn Fn() -> bool| {
+            if !verb_ok || a.name.is_empty() {
+                deny(refusal)
+            } else if linked() {
+                allow()
+            } else {
+                deny(format!("no relationship found between node '{node}' and this object"))
+            }
+        };
+        let verb = a.verb.as_str();
         match (a.api_group.as_str(), a.resource.as_str(), a.subresource.as_str()) {
-            ("", "secrets" | "configmaps", "") => {
-                // get, or list/watch pinned to one name, of what a pod of this node uses.
-                if !matches!(a.verb.as_str(), "get" | "list" | "watch") || a.name.is_empty() {
-                    return deny(format!("can only read individual {}", a.resource));
-                }
-                if graph.reaches(node, &a.resource, &a.namespace, &a.name) {
-                    allow()
-                } else {
-                    deny(no_relation())
-                }
-            }
-            ("", "persistentvolumeclaims", sub) => {
-                let verb_ok = if sub == "status" { matches!(a.verb.as_str(), "update" | "patch") } else { a.verb == "get" && sub.is_empty() };
-                if !verb_ok || a.name.is_empty() {
-                    return deny(format!("can only get individual {}", a.resource));
-                }
-                if graph.reaches(node, "persistentvolumeclaims", &a.namespace, &a.name) {
-                    allow()
-                } else {
-                    deny(no_relation())
-                }
-            }
-            ("", "serviceaccounts", "token") => {
-                if a.verb != "create" || a.name.is_empty() {
-                    return deny("can only create tokens for individual service accounts".into());
-                }
-                if graph.reaches(node, "serviceaccounts", &a.namespace, &a.name) {
-                    allow()
-                } else {
-                    deny(no_relation())
-                }
-            }
+            // get, or list/watch pinned to one name, of what a pod of this node uses.
+            ("", "secrets" | "configmaps", "") => related(
+                matches!(verb, "get" | "list" | "watch"),
+                format!("can only read individual {}", a.resource),
+                &|| graph.reaches(node, &a.resource, &a.namespace, &a.name),
+            ),
+            ("", "persistentvolumeclaims", sub) => related(
+                if sub == "status" { matches!(verb, "update" | "patch") } else { verb == "get" && sub.is_empty() },
+                format!("can only get individual {}", a.resource),
+                &|| graph.reaches(node, "persistentvolumeclaims", &a.namespace, &a.name),
+            ),
+            ("", "serviceaccounts", "token") => related(
+                verb == "create",
+                "can only create tokens for individual service accounts".into(),
+                &|| graph.reaches(node, "serviceaccounts", &a.namespace, &a.name),
+            ),
             ("", "persistentvolumes", "") => {
-                if a.verb != "get" || a.name.is_empty() {
-                    return deny(format!("can only get individual {}", a.resource));
-                }
-                if self.reaches_volume(&graph, node, &a.name) {
-                    allow()
-                } else {
-                    deny(no_relation())
-                }
+                related(verb == "get", format!("can only get individual {}", a.resource), &|| self.reaches_volume(&graph, node, &a.name))
             }
             ("storage.k8s.io", "volumeattachments", "") => {
-                if a.verb != "get" || a.name.is_empty() {
-                    return deny(format!("can only get individual {}", a.resource));
-                }
-                if self.owns_attachment(node, &a.name) {
-                    allow()
-                } else {
-                    deny(no_relation())
-                }
+                related(verb == "get", format!("can only get individual {}", a.resource), &|| self.owns_attachment(node, &a.name))
             }
             ("storage.k8s.io", "csinodes", "") => {
                 let own = a.name == node || (a.verb == "create" && a.name.is_empty());
@@ -292,7 +273,7 @@ impl NodeAuthorizer {
                 if own && matches!(a.verb.as_str(), "get" | "create" | "update" | "patch" | "delete") {
                     allow()
                 } else {
-                    deny(format!("can only access node lease with the same name as the requesting node"))
+                    deny("can only access node lease with the same name as the requesting node".into())
                 }
             }
             // Writes to Node objects other than its own (NodeRestriction checks creates).

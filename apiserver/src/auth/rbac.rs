@@ -57,7 +57,7 @@ impl PolicyRule {
             return false;
         }
         if a.resource_request {
-            has(&self.api_groups, &a.api_group) && self.resource_matches(a) && (self.resource_names.is_empty() || self.resource_names.iter().any(|n| *n == a.name))
+            has(&self.api_groups, &a.api_group) && self.resource_matches(a) && (self.resource_names.is_empty() || self.resource_names.contains(&a.name))
         } else {
             self.non_resource_urls.iter().any(|u| url_matches(u, &a.path))
         }
