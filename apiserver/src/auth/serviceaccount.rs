@@ -107,16 +107,15 @@ fn check_one(resource: &str, ns: &str, name: &str, uid: &str, found: Option<Valu
 }
 
 /// Checks that every bound object exists with its uid: from the watch cache (no storage
-/// read on the hot path), falling back to the store for objects the cache has not seen yet.
+/// read on the hot path); when the cache disagrees (it may lag a write made a moment ago),
+/// the store decides.
 pub async fn check_bound(st: &AppState, c: &Claimed) -> Result<(), String> {
+    if check_bound_cached(&st.registry, c).is_ok() {
+        return Ok(());
+    }
     for (resource, ns, name, uid) in &c.bound {
         let Some(store) = st.registry.find("", "v1", resource) else { continue };
-        let cached = st.registry.watch_cache().get(&store.key(Some(ns), name)).and_then(|kv| store.decode(&kv).ok());
-        let found = match cached {
-            Some(obj) if obj["metadata"]["uid"].as_str() == Some(uid.as_str()) => Some(obj),
-            _ => store.get(Some(ns), name).await.ok(),
-        };
-        check_one(resource, ns, name, uid, found)?;
+        check_one(resource, ns, name, uid, store.get(Some(ns), name).await.ok())?;
     }
     Ok(())
 }
